@@ -1,0 +1,124 @@
+"""Segmentation backbones (a registry), each with declared encoder stages and a swappable head."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from monai.networks.layers import SkipConnection
+from monai.networks.nets import BasicUNet, UNet
+from torch import nn
+
+from datasets.registry import Registry
+
+
+class SegModel(nn.Module):
+    """A body that outputs ``features`` channels at input resolution + a 1x1 conv head.
+
+    Qualified module names declare the structure: ``encoder`` covers every
+    down-path parameter; ``encoder_stages`` are the stage outputs to hook, shallow
+    to deep (the last is the bottleneck); everything else in the body is decoder.
+    Methods find their layers through these names, never hard-coded layer names.
+    """
+
+    def __init__(self, body: nn.Module, features: int, num_classes: int,
+                 encoder: list[str], encoder_stages: list[str] | None = None) -> None:
+        super().__init__()
+        self.body = body
+        self.features = features
+        self.head = nn.Conv2d(features, num_classes, kernel_size=1)
+        self.encoder = [f"body.{n}" for n in encoder]
+        self.encoder_stages = [f"body.{n}" for n in (encoder_stages or encoder)]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.body(x))
+
+    @property
+    def num_classes(self) -> int:
+        return self.head.out_channels
+
+    def reset_head(self, num_classes: int) -> None:
+        """Replace the head with a freshly initialised one (used when class counts differ)."""
+        self.head = nn.Conv2d(self.features, num_classes, kernel_size=1).to(self.head.weight.device)
+
+    def modules_named(self, names: list[str]) -> list[nn.Module]:
+        return [self.get_submodule(n) for n in names]
+
+    def encoder_parameters(self) -> list[nn.Parameter]:
+        return [p for m in self.modules_named(self.encoder) for p in m.parameters()]
+
+    def decoder_parameters(self) -> list[nn.Parameter]:
+        """Every body parameter outside the encoder stages (up-path and skip fusions)."""
+        enc = {id(p) for p in self.encoder_parameters()}
+        return [p for p in self.body.parameters() if id(p) not in enc]
+
+
+BackboneFactory = Callable[[int, int], SegModel]
+BACKBONES: Registry[BackboneFactory] = Registry("backbone", entry_point_group="ntbench.backbones")
+
+
+def _monai_unet_encoder(unet: UNet) -> list[str]:
+    """Walk MONAI UNet's nested Sequential(down, SkipConnection(...), up) to its down path."""
+    downs, node, prefix = [], unet.model, "model"
+    while isinstance(node, nn.Sequential) and len(node) == 3 and isinstance(node[1], SkipConnection):
+        downs.append(f"{prefix}.0")
+        node, prefix = node[1].submodule, f"{prefix}.1.submodule"
+    return downs + [prefix]
+
+
+@BACKBONES.register("unet")
+def monai_unet(in_channels: int, num_classes: int) -> SegModel:
+    """MONAI residual UNet, channels 16..256 (fast CPU default; Kerfoot et al. 2018)."""
+    body = UNet(spatial_dims=2, in_channels=in_channels, out_channels=16,
+                channels=(16, 32, 64, 128, 256), strides=(2, 2, 2, 2), num_res_units=2)
+    return SegModel(body, 16, num_classes, _monai_unet_encoder(body))
+
+
+@BACKBONES.register("basicunet")
+def monai_basicunet(in_channels: int, num_classes: int) -> SegModel:
+    """MONAI BasicUNet (Ronneberger et al. 2015 layout), features 16..128."""
+    body = BasicUNet(spatial_dims=2, in_channels=in_channels, out_channels=16,
+                     features=(16, 16, 32, 64, 128, 16))
+    body.final_conv = nn.Identity()  # the SegModel head takes its place
+    return SegModel(body, 16, num_classes, ["conv_0", "down_1", "down_2", "down_3", "down_4"])
+
+
+class _SmpBody(nn.Module):
+    """smp U-Net without its segmentation head: returns decoder features."""
+
+    def __init__(self, encoder_name: str, in_channels: int) -> None:
+        super().__init__()
+        import segmentation_models_pytorch as smp
+
+        net = smp.Unet(encoder_name=encoder_name, encoder_weights=None, in_channels=in_channels,
+                       classes=1, decoder_channels=(128, 64, 32, 16, 16))
+        self.encoder, self.decoder = net.encoder, net.decoder
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        features = self.encoder(x)
+        return self.decoder(features) if _smp_decoder_takes_list(self.decoder) else self.decoder(*features)
+
+
+def _smp_decoder_takes_list(decoder: nn.Module) -> bool:
+    import inspect
+
+    params = list(inspect.signature(decoder.forward).parameters.values())
+    return params[0].kind != inspect.Parameter.VAR_POSITIONAL
+
+
+@BACKBONES.register("smp-resnet18")
+def smp_resnet18(in_channels: int, num_classes: int) -> SegModel:
+    """segmentation-models-pytorch U-Net with a timm ResNet-18 encoder (random init)."""
+    body = _SmpBody("tu-resnet18", in_channels)
+    stages = [n for n, _ in body.encoder.model.named_children() if n.startswith("layer")]
+    return SegModel(body, 16, num_classes, ["encoder"], [f"encoder.model.{n}" for n in stages])
+
+
+def build_backbone(name: str, in_channels: int, num_classes: int, checkpoint: Path | None = None) -> SegModel:
+    """Instantiate a registered backbone; ``checkpoint`` loads a state dict (weights_only=True)."""
+    model = BACKBONES.get(name)(in_channels, num_classes)
+    if checkpoint is not None:
+        state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+        model.load_state_dict(state.get("model", state) if isinstance(state, dict) else state)
+    return model

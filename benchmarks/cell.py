@@ -1,0 +1,113 @@
+"""One cell = one reproducible unit of work: fine-tune, evaluate, write its rows."""
+
+from __future__ import annotations
+
+import copy
+import json
+import subprocess
+import time
+import traceback
+from datetime import datetime, timezone
+from functools import lru_cache
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+from benchmarks.backbones import build_backbone
+from benchmarks.config import Cell, transfer_type
+from benchmarks.data import OpenDataset
+from benchmarks.metrics import dice_hd95
+from benchmarks.sources import source_model
+from benchmarks.store import Store
+from benchmarks.train import predict, seed_all, train
+from datasets.base import DataError
+from datasets.slices import SliceDataset, assemble_volume
+from methods.base import METHODS
+
+
+@lru_cache(maxsize=1)
+def code_version() -> str:
+    """Git commit (with -dirty) of the checkout, else the installed package version."""
+    root = Path(__file__).resolve().parent.parent
+    try:
+        out = subprocess.run(["git", "describe", "--always", "--dirty", "--abbrev=10"], cwd=root,
+                             capture_output=True, text=True, timeout=10)
+        if out.returncode == 0 and out.stdout.strip():
+            return out.stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        pass
+    try:
+        return version("ntbench")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+def _evaluate(model: torch.nn.Module, data: OpenDataset, cell: Cell, device: torch.device) -> list[dict]:
+    """Dice/HD95 per test subject and region on the re-assembled 3D volume."""
+    task = data.task(cell.target_task)
+    rows = []
+    test_ids = data.task_ids(task, "test")
+    if not test_ids:
+        raise DataError(f"task {task}: no test subjects")
+    for sid in test_ids:
+        slices = data.slices(task, [sid])
+        pred = assemble_volume(slices, sid, predict(model, slices, device))
+        truth = assemble_volume(slices, sid, slices.labels)
+        for cls, region in enumerate(task.regions, start=1):
+            dice, hd = dice_hd95(pred == cls, truth == cls, slices.spacing[sid])
+            rows.append({"subject_id": sid, "region": region, "dice": dice, "hd95": hd})
+    return rows
+
+
+def _fine_tune(cell: Cell, data: OpenDataset, cache_dir: Path, device: torch.device) -> tuple[list[dict], dict]:
+    method = METHODS.get(cell.method)(**cell.method_params)
+    task = data.task(cell.target_task)
+    train_ids = data.train_ids(task, cell.few_shot, cell.seed)
+    train_set = SliceDataset(data.slices(task, train_ids), augment=cell.budget.augment, seed=cell.seed)
+    seed_all(cell.seed, "target-init")
+    source = None
+    if method.init == "source":
+        source, _ = source_model(cell, data, cache_dir, device)
+        target = copy.deepcopy(source)
+        if target.num_classes != task.num_classes:
+            target.reset_head(task.num_classes)
+        source.to(device).eval().requires_grad_(False)
+    else:
+        target = build_backbone(cell.backbone, 1, task.num_classes)
+    target.to(device)
+    method.total_steps = cell.budget.target_steps
+    method.cache_dir = cache_dir
+    method.prepare(source, target, train_set, device)
+    train(target, train_set, cell.budget.target_steps, cell.budget, device, seed=cell.seed, method=method,
+          desc=f"{cell.method} {cell.transfer}")
+    return _evaluate(target, data, cell, device), method.result_columns()
+
+
+def run_cell(cell: Cell, data: OpenDataset, store: Store, cache_dir: Path, device: torch.device) -> pd.DataFrame:
+    """Run one cell and write its rows; a failure is stored as one ``failed`` row with its traceback."""
+    start = time.time()
+    try:
+        rows, extra = _fine_tune(cell, data, cache_dir, device)
+        status, error = "ok", ""
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except Exception as exc:  # noqa: BLE001 - any failure of a cell is recorded, the grid goes on
+        rows, extra = [{"subject_id": "", "region": "", "dice": float("nan"), "hd95": float("nan")}], {}
+        status = "failed"
+        error = f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=8)}"
+    common = {
+        "cell_key": cell.key, "suite": cell.suite, "dataset": cell.dataset, "transfer": cell.transfer,
+        "source_task": cell.source_task, "target_task": cell.target_task,
+        "transfer_type": transfer_type(cell.source_task, cell.target_task, data.adapter.has_groups),
+        "method": cell.method, "method_params": json.dumps(cell.method_params, sort_keys=True),
+        "backbone": cell.backbone, "seed": cell.seed, "few_shot": cell.few_shot,
+        "target_steps": cell.budget.target_steps, "status": status, "error": error,
+        "leep": float("nan"), "nce": float("nan"), **extra,
+        "code_version": code_version(), "torch_version": torch.__version__, "device": str(device),
+        "wall_s": round(time.time() - start, 3), "created_at": datetime.now(timezone.utc).isoformat(),
+    }
+    frame = pd.DataFrame([{**common, **row} for row in rows])
+    store.write(cell.key, frame)
+    return frame

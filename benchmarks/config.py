@@ -1,0 +1,78 @@
+"""Cell configuration: the unit of work and its content-addressed key."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any
+
+from datasets.base import Task
+
+
+@dataclass(frozen=True)
+class Budget:
+    """Training budget and optimiser settings of one phase pair (source, target)."""
+
+    source_steps: int = 600
+    target_steps: int = 300
+    batch_size: int = 8
+    lr: float = 1e-3
+    optimizer: str = "adam"  # adam | sgd (Nesterov, momentum 0.99, as nnU-Net)
+    schedule: str = "constant"  # constant | poly (lr * (1 - t/T)^0.9, nnU-Net)
+    weight_decay: float = 0.0
+    size: int = 64  # in-plane slice size
+    augment: bool = True
+
+
+@dataclass(frozen=True)
+class Cell:
+    """(suite, transfer, method + params, backbone, seed, few-shot k) with its budget."""
+
+    suite: str
+    dataset: str
+    source_task: str  # "" for methods trained from random init
+    target_task: str
+    method: str
+    backbone: str
+    seed: int
+    few_shot: int = 0  # 0 = every training subject
+    method_params: dict[str, Any] = field(default_factory=dict)
+    budget: Budget = Budget()
+    dataset_options: dict[str, Any] = field(default_factory=dict)
+    split_seed: int = 0  # fixed across seeds: test subjects are the same blocks for every seed
+
+    @property
+    def transfer(self) -> str:
+        return f"{self.source_task or 'scratch'}->{self.target_task}"
+
+    def normalised(self) -> dict[str, Any]:
+        """Everything that changes the result; the suite name and code version are not in it."""
+        d = asdict(self)
+        del d["suite"]
+        d["method_params"] = dict(sorted(self.method_params.items()))
+        if not self.source_task:
+            d["budget"]["source_steps"] = 0
+        return d
+
+    @property
+    def key(self) -> str:
+        blob = json.dumps(self.normalised(), sort_keys=True, default=str)
+        return hashlib.sha1(blob.encode()).hexdigest()[:16]
+
+    def with_method(self, method: str, params: dict[str, Any], from_scratch: bool) -> Cell:
+        return replace(self, method=method, method_params=params, source_task="" if from_scratch else self.source_task)
+
+
+def transfer_type(source: str, target: str, has_groups: bool) -> str:
+    """Classify a transfer by what changes: group, modality, region (DESIGN.md vocabulary)."""
+    if not source:
+        return "none"
+    s, t = Task.parse(source, has_groups), Task.parse(target, has_groups)
+    changed = [
+        name
+        for name, a, b in (("cross-group", s.group, t.group), ("cross-modality", s.modality, t.modality),
+                           ("cross-task", s.regions, t.regions))
+        if a != b
+    ]
+    return changed[0] if len(changed) == 1 else ("mixed" if changed else "none")

@@ -1,0 +1,68 @@
+"""Open a dataset once per run: adapter, preprocessed subjects, fixed split, task slices."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from datasets.base import DATASETS, DataError, DatasetAdapter, Task
+from datasets.slices import SliceSet, load_slices, preprocess_subjects
+from datasets.splits import few_shot, split_subjects
+
+
+@dataclass
+class OpenDataset:
+    """A dataset ready for cells: every labelled subject preprocessed once, split once."""
+
+    name: str
+    adapter: DatasetAdapter
+    cached: dict[str, Path]
+    split: dict[str, list[str]]
+    skipped: list[tuple[str, str]]
+
+    def task(self, text: str) -> Task:
+        return self.adapter.parse_task(text)
+
+    def task_ids(self, task: Task, part: str) -> list[str]:
+        """Subjects of ``part`` (train/val/test) that belong to the task and were preprocessed."""
+        members = {s.id for s in self.adapter.task_subjects(task)}
+        return [i for i in self.split[part] if i in members and i in self.cached]
+
+    def train_ids(self, task: Task, k: int, seed: int) -> list[str]:
+        ids = self.task_ids(task, "train")
+        if not ids:
+            raise DataError(f"task {task}: no training subjects")
+        return few_shot(ids, k, seed, task=str(task))
+
+    def slices(self, task: Task, ids: list[str]) -> SliceSet:
+        return load_slices(self.cached, ids, task, self.adapter.regions)
+
+
+def stratified_split(adapter: DatasetAdapter, ids: list[str], seed: int) -> dict[str, list[str]]:
+    """Split each group separately, so within-group tasks get test subjects too.
+
+    Groups with fewer than 3 subjects cannot be split and go wholly to training.
+    """
+    group_of = {s.id: s.group for s in adapter.subjects()}
+    split: dict[str, list[str]] = {"train": [], "val": [], "test": []}
+    for group in sorted({group_of[i] for i in ids}):
+        members = [i for i in ids if group_of[i] == group]
+        parts = split_subjects(members, seed) if len(members) >= 3 else {"train": members}
+        for name, part in parts.items():
+            split[name] += part
+    return {name: sorted(part) for name, part in split.items()}
+
+
+def open_dataset(name: str, data_root: Path | None, options: dict[str, Any], cache_dir: Path, size: int,
+                 split_seed: int, skip_bad: bool = False, jobs: int = 1) -> OpenDataset:
+    """Adapter -> preprocessed subjects (cached) -> subject-level split shared by every task."""
+    cls = DATASETS.get(name)
+    root = Path(data_root) if data_root else cls.default_root(cache_dir)
+    adapter = cls(root, **options)
+    subjects = adapter.labelled_subjects()
+    if not subjects:
+        raise DataError(f"--data-root {root}: no labelled subjects found for dataset {name!r}")
+    cached = preprocess_subjects(adapter, subjects, cache_dir, size=(size, size), jobs=jobs, skip_bad=skip_bad)
+    split = stratified_split(adapter, sorted(cached), split_seed)
+    return OpenDataset(name, adapter, dict(cached), split, sorted(cached.bad.items()))

@@ -1,0 +1,63 @@
+"""Source pretraining, cached as one checkpoint per (source task, backbone, seed, budget)."""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import os
+import tempfile
+from contextlib import contextmanager
+from collections.abc import Iterator
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+
+from benchmarks.backbones import SegModel, build_backbone
+from benchmarks.config import Cell
+from benchmarks.data import OpenDataset
+from benchmarks.train import seed_all, train
+from datasets.slices import SliceDataset
+
+
+def source_key(cell: Cell) -> str:
+    """Hash of what determines the source model (not the method, target or few-shot k)."""
+    b = asdict(cell.budget)
+    b.pop("target_steps")
+    blob = json.dumps([cell.dataset, cell.dataset_options, cell.source_task, cell.backbone, cell.seed,
+                       cell.split_seed, b], sort_keys=True, default=str)
+    return hashlib.sha1(blob.encode()).hexdigest()[:16]
+
+
+@contextmanager
+def file_lock(path: Path) -> Iterator[None]:
+    """Exclusive inter-process lock (flock) held for the ``with`` block."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def source_model(cell: Cell, data: OpenDataset, cache_dir: Path, device: torch.device) -> tuple[SegModel, Path]:
+    """The cell's pretrained source model, trained once under a lock and saved atomically."""
+    path = cache_dir / "sources" / f"{source_key(cell)}.pt"
+    task = data.task(cell.source_task)
+    with file_lock(path.with_suffix(".lock")):
+        if not path.exists():
+            seed_all(cell.seed, "source-init")
+            model = build_backbone(cell.backbone, 1, task.num_classes)
+            slices = data.slices(task, data.task_ids(task, "train"))
+            train(model, SliceDataset(slices, augment=cell.budget.augment, seed=cell.seed),
+                  cell.budget.source_steps, cell.budget, device, seed=cell.seed, desc=f"source {task}")
+            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".src-", suffix=".tmp")
+            os.close(fd)
+            torch.save({"model": model.cpu().state_dict(), "num_classes": task.num_classes}, tmp)
+            os.replace(tmp, path)  # a half-written checkpoint is never visible under its name
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    model = build_backbone(cell.backbone, 1, state["num_classes"])
+    model.load_state_dict(state["model"])
+    return model, path

@@ -1,0 +1,5 @@
+"""The one error type the command turns into a one-line message and exit status 2."""
+
+
+class LeaderboardError(ValueError):
+    """Bad input: a missing folder, an empty store, an unknown method, metric or region."""

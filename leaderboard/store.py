@@ -1,0 +1,173 @@
+"""Read a results store (every ``*.parquet`` under a folder) and describe its provenance."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pyarrow as pa
+
+from leaderboard.errors import LeaderboardError
+
+STRING_COLUMNS = (
+    "cell_key",
+    "suite",
+    "dataset",
+    "transfer",
+    "source_task",
+    "target_task",
+    "transfer_type",
+    "method",
+    "method_params",
+    "backbone",
+    "subject_id",
+    "region",
+    "status",
+    "error",
+    "code_version",
+    "torch_version",
+    "device",
+    "created_at",
+)
+INT_COLUMNS = ("seed", "few_shot", "target_steps")
+FLOAT_COLUMNS = ("dice", "hd95", "wall_s", "leep", "nce")
+REQUIRED_COLUMNS = STRING_COLUMNS + INT_COLUMNS + FLOAT_COLUMNS
+# Columns that identify one cell's configuration, apart from the method variant.
+CELL_CONFIG = ("dataset", "transfer", "target_task", "backbone", "few_shot", "target_steps", "seed")
+
+
+def load_store(results: Path) -> pd.DataFrame:
+    """All rows of the store, the latest run of each cell only, with a ``variant`` name column."""
+    if not results.is_dir():
+        raise LeaderboardError(f"--results {results}: no such directory")
+    files = sorted(results.rglob("*.parquet"))
+    if not files:
+        raise LeaderboardError(f"--results {results}: no *.parquet files in this folder")
+    frames = [_read_cell_file(path) for path in files]
+    df = pd.concat(frames, ignore_index=True)
+    if df.empty:
+        raise LeaderboardError(f"--results {results}: the store has no rows")
+    for column in STRING_COLUMNS:
+        df[column] = df[column].fillna("").astype(str)
+    for column in INT_COLUMNS:
+        df[column] = df[column].astype("int64")
+    for column in FLOAT_COLUMNS:
+        df[column] = pd.to_numeric(df[column], errors="coerce").astype("float64")
+    df = latest_runs(df)
+    df["variant"] = variant_names(df)
+    return df
+
+
+def _read_cell_file(path: Path) -> pd.DataFrame:
+    try:
+        frame = pd.read_parquet(path)
+    except (OSError, ValueError, pa.ArrowException) as exc:
+        raise LeaderboardError(f"--results {path}: unreadable parquet file ({type(exc).__name__})") from exc
+    missing = [column for column in REQUIRED_COLUMNS if column not in frame.columns]
+    if missing:
+        raise LeaderboardError(f"--results {path}: missing column(s) {', '.join(missing)}")
+    return frame[list(REQUIRED_COLUMNS)]
+
+
+def latest_runs(df: pd.DataFrame) -> pd.DataFrame:
+    """Keep, per cell key, only the rows of its latest run (a rerun supersedes a failure)."""
+    latest = df.groupby("cell_key")["created_at"].transform("max")
+    return df[df["created_at"] == latest].drop_duplicates(["cell_key", "subject_id", "region"], keep="last")
+
+
+def _canonical_params(text: str, cell_key: str) -> str:
+    try:
+        params = json.loads(text) if text.strip() else {}
+    except json.JSONDecodeError as exc:
+        raise LeaderboardError(f"--results: cell {cell_key} has invalid method_params JSON") from exc
+    return json.dumps(params, sort_keys=True)
+
+
+def variant_names(df: pd.DataFrame) -> pd.Series:
+    """Name each (method, method_params): the method, or ``method(k=v)`` when it has several param sets."""
+    canonical = pd.Series(
+        [_canonical_params(t, k) for t, k in zip(df["method_params"], df["cell_key"])], index=df.index
+    )
+    names: dict[tuple[str, str], str] = {}
+    pairs = pd.DataFrame({"method": df["method"], "params": canonical}).drop_duplicates()
+    for method, group in pairs.groupby("method"):
+        param_sets = sorted(group["params"])
+        if len(param_sets) == 1:
+            names[(method, param_sets[0])] = method
+            continue
+        dicts = [json.loads(p) for p in param_sets]
+        keys = sorted({k for d in dicts for k in d})
+        differing = [k for k in keys if len({json.dumps(d.get(k), sort_keys=True) for d in dicts}) > 1]
+        for text, params in zip(param_sets, dicts):
+            label = ", ".join(f"{k}={_format_value(params[k])}" for k in differing if k in params)
+            names[(method, text)] = f"{method}({label or 'defaults'})"
+    return pd.Series([names[(m, p)] for m, p in zip(df["method"], canonical)], index=df.index)
+
+
+def _format_value(value: object) -> str:
+    return value if isinstance(value, str) else json.dumps(value)
+
+
+def failed_cells(df: pd.DataFrame) -> pd.DataFrame:
+    """One row per failed cell: its variant, configuration and reason."""
+    failed = df[df["status"] != "ok"]
+    columns = ["variant", *CELL_CONFIG, "cell_key", "error"]
+    return failed[columns].drop_duplicates("cell_key").sort_values(columns[:-1]).reset_index(drop=True)
+
+
+def missing_cells(df: pd.DataFrame, scratch: str | None) -> pd.DataFrame:
+    """Cells that other variants have but a variant lacks (neither ok nor failed).
+
+    A transfer variant is expected on every (transfer, backbone, few_shot, budget, seed) seen in the
+    store; the scratch variant on every (target task, backbone, few_shot, budget, seed).
+    """
+    config = list(CELL_CONFIG)
+    is_scratch = df["variant"] == scratch
+    frames = []
+    transfer_rows = df[~is_scratch]
+    if not transfer_rows.empty:
+        expected = transfer_rows[config].drop_duplicates()
+        variants = pd.DataFrame({"variant": sorted(transfer_rows["variant"].unique())})
+        frames.append(_absent(expected.merge(variants, how="cross"), transfer_rows, config))
+    if is_scratch.any():
+        by_target = [c for c in config if c != "transfer"]
+        expected = df[by_target].drop_duplicates().assign(variant=scratch)
+        absent = _absent(expected, df[is_scratch], by_target)
+        frames.append(absent.assign(transfer="scratch->" + absent["target_task"]))
+    if not frames:
+        return pd.DataFrame(columns=["variant", *config])
+    missing = pd.concat(frames, ignore_index=True)[["variant", *config]]
+    return missing.sort_values(["variant", *config]).reset_index(drop=True)
+
+
+def _absent(expected: pd.DataFrame, present: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
+    have = present[["variant", *keys]].drop_duplicates().assign(_present=True)
+    merged = expected.merge(have, on=["variant", *keys], how="left")
+    return merged[merged["_present"].isna()].drop(columns="_present")
+
+
+def provenance(df: pd.DataFrame, scratch: str | None) -> dict:
+    """What produced the store: versions, devices, dates, cell counts, failed and missing cells."""
+    cells = df.drop_duplicates("cell_key")
+    failed = failed_cells(df)
+    return {
+        "n_cells": int(len(cells)),
+        "n_ok_cells": int((cells["status"] == "ok").sum()),
+        "n_failed_cells": int(len(failed)),
+        "code_versions": cells["code_version"].value_counts().sort_index().to_dict(),
+        "torch_versions": cells["torch_version"].value_counts().sort_index().to_dict(),
+        "devices": cells["device"].value_counts().sort_index().to_dict(),
+        "created_first": str(cells["created_at"].min()),
+        "created_last": str(cells["created_at"].max()),
+        "failed": failed,
+        "missing": missing_cells(df, scratch),
+        "duplicates": duplicate_cells(df),
+    }
+
+
+def duplicate_cells(df: pd.DataFrame) -> pd.DataFrame:
+    """Configurations run more than once under different cell keys (their results get averaged)."""
+    cells = df[df["status"] == "ok"].drop_duplicates("cell_key")
+    counts = cells.groupby(["variant", *CELL_CONFIG]).size().rename("n_cells").reset_index()
+    return counts[counts["n_cells"] > 1].reset_index(drop=True)

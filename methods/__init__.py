@@ -1,0 +1,8 @@
+"""Mitigation strategies (a registry) and the transferability maths they use."""
+
+from methods.base import METHODS, HParam, Method, MethodConfigError, register_method
+
+# Importing the built-in strategies registers them.
+from methods import finetune  # noqa: E402,F401
+
+__all__ = ["METHODS", "HParam", "Method", "MethodConfigError", "register_method"]
