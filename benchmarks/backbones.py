@@ -22,8 +22,14 @@ class SegModel(nn.Module):
     Methods find their layers through these names, never hard-coded layer names.
     """
 
-    def __init__(self, body: nn.Module, features: int, num_classes: int,
-                 encoder: list[str], encoder_stages: list[str] | None = None) -> None:
+    def __init__(
+        self,
+        body: nn.Module,
+        features: int,
+        num_classes: int,
+        encoder: list[str],
+        encoder_stages: list[str] | None = None,
+    ) -> None:
         super().__init__()
         self.body = body
         self.features = features
@@ -70,16 +76,21 @@ def _monai_unet_encoder(unet: UNet) -> list[str]:
 @BACKBONES.register("unet")
 def monai_unet(in_channels: int, num_classes: int) -> SegModel:
     """MONAI residual UNet, channels 16..256 (fast CPU default; Kerfoot et al. 2018)."""
-    body = UNet(spatial_dims=2, in_channels=in_channels, out_channels=16,
-                channels=(16, 32, 64, 128, 256), strides=(2, 2, 2, 2), num_res_units=2)
+    body = UNet(
+        spatial_dims=2,
+        in_channels=in_channels,
+        out_channels=16,
+        channels=(16, 32, 64, 128, 256),
+        strides=(2, 2, 2, 2),
+        num_res_units=2,
+    )
     return SegModel(body, 16, num_classes, _monai_unet_encoder(body))
 
 
 @BACKBONES.register("basicunet")
 def monai_basicunet(in_channels: int, num_classes: int) -> SegModel:
     """MONAI BasicUNet (Ronneberger et al. 2015 layout), features 16..128."""
-    body = BasicUNet(spatial_dims=2, in_channels=in_channels, out_channels=16,
-                     features=(16, 16, 32, 64, 128, 16))
+    body = BasicUNet(spatial_dims=2, in_channels=in_channels, out_channels=16, features=(16, 16, 32, 64, 128, 16))
     body.final_conv = nn.Identity()  # the SegModel head takes its place
     return SegModel(body, 16, num_classes, ["conv_0", "down_1", "down_2", "down_3", "down_4"])
 
@@ -91,8 +102,13 @@ class _SmpBody(nn.Module):
         super().__init__()
         import segmentation_models_pytorch as smp
 
-        net = smp.Unet(encoder_name=encoder_name, encoder_weights=None, in_channels=in_channels,
-                       classes=1, decoder_channels=(128, 64, 32, 16, 16))
+        net = smp.Unet(
+            encoder_name=encoder_name,
+            encoder_weights=None,
+            in_channels=in_channels,
+            classes=1,
+            decoder_channels=(128, 64, 32, 16, 16),
+        )
         self.encoder, self.decoder = net.encoder, net.decoder
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -66,10 +66,12 @@ def _fine_tune(cell: Cell, data: OpenDataset, cache_dir: Path, device: torch.dev
     task = data.task(cell.target_task)
     train_ids = data.train_ids(task, cell.few_shot, cell.seed)
     train_set = SliceDataset(data.slices(task, train_ids), augment=cell.budget.augment, seed=cell.seed)
-    seed_all(cell.seed, "target-init")
     source = None
     if method.init == "source":
         source, _ = source_model(cell, data, cache_dir, device)
+    # Seed after the source exists: whether this cell trained it or loaded it must not change the result.
+    seed_all(cell.seed, "target-init")
+    if source is not None:
         target = copy.deepcopy(source)
         if target.num_classes != task.num_classes:
             target.reset_head(task.num_classes)
@@ -85,29 +87,46 @@ def _fine_tune(cell: Cell, data: OpenDataset, cache_dir: Path, device: torch.dev
     return _evaluate(target, data, cell, device), method.result_columns()
 
 
-def run_cell(cell: Cell, data: OpenDataset, store: Store, cache_dir: Path, device: torch.device) -> pd.DataFrame:
-    """Run one cell and write its rows; a failure is stored as one ``failed`` row with its traceback."""
-    start = time.time()
-    try:
-        rows, extra = _fine_tune(cell, data, cache_dir, device)
-        status, error = "ok", ""
-    except (KeyboardInterrupt, SystemExit):
-        raise
-    except Exception as exc:  # noqa: BLE001 - any failure of a cell is recorded, the grid goes on
-        rows, extra = [{"subject_id": "", "region": "", "dice": float("nan"), "hd95": float("nan")}], {}
-        status = "failed"
-        error = f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=8)}"
+def cell_frame(cell: Cell, has_groups: bool, rows: list[dict], extra: dict, status: str, error: str,
+               device: str, wall_s: float) -> pd.DataFrame:
+    """The store rows of one cell: its config and provenance columns joined to each result row."""
     common = {
         "cell_key": cell.key, "suite": cell.suite, "dataset": cell.dataset, "transfer": cell.transfer,
         "source_task": cell.source_task, "target_task": cell.target_task,
-        "transfer_type": transfer_type(cell.source_task, cell.target_task, data.adapter.has_groups),
+        "transfer_type": transfer_type(cell.source_task, cell.target_task, has_groups),
         "method": cell.method, "method_params": json.dumps(cell.method_params, sort_keys=True),
         "backbone": cell.backbone, "seed": cell.seed, "few_shot": cell.few_shot,
         "target_steps": cell.budget.target_steps, "status": status, "error": error,
         "leep": float("nan"), "nce": float("nan"), **extra,
-        "code_version": code_version(), "torch_version": torch.__version__, "device": str(device),
-        "wall_s": round(time.time() - start, 3), "created_at": datetime.now(timezone.utc).isoformat(),
+        "code_version": code_version(), "torch_version": torch.__version__, "device": device,
+        "wall_s": round(wall_s, 3), "created_at": datetime.now(timezone.utc).isoformat(),
     }
-    frame = pd.DataFrame([{**common, **row} for row in rows])
+    return pd.DataFrame([{**common, **row} for row in rows])
+
+
+def failed_frame(cell: Cell, has_groups: bool, error: str, device: str, wall_s: float = 0.0) -> pd.DataFrame:
+    """The single ``failed`` row that stands for a cell that produced no results."""
+    empty = {"subject_id": "", "region": "", "dice": float("nan"), "hd95": float("nan")}
+    return cell_frame(cell, has_groups, [empty], {}, "failed", error, device, wall_s)
+
+
+def run_cell(cell: Cell, data: OpenDataset, store: Store, cache_dir: Path, device: torch.device) -> pd.DataFrame:
+    """Run one cell and write its rows; a failure is stored as one ``failed`` row with its traceback.
+
+    Failures include a diverged loss (``TrainingDiverged``) and running out of memory
+    (``torch.OutOfMemoryError``): the reason is the first line of the ``error`` column.
+    """
+    start = time.time()
+    has_groups = data.adapter.has_groups
+    try:
+        rows, extra = _fine_tune(cell, data, cache_dir, device)
+        frame = cell_frame(cell, has_groups, rows, extra, "ok", "", str(device), time.time() - start)
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except Exception as exc:  # noqa: BLE001 - any failure of a cell is recorded, the grid goes on
+        error = f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=8)}"
+        frame = failed_frame(cell, has_groups, error, str(device), time.time() - start)
+    if frame["status"].iloc[0] == "failed" and device.type == "cuda":
+        torch.cuda.empty_cache()  # give an out-of-memory cell's blocks back before the next cell
     store.write(cell.key, frame)
     return frame

@@ -71,8 +71,11 @@ def transfer_type(source: str, target: str, has_groups: bool) -> str:
     s, t = Task.parse(source, has_groups), Task.parse(target, has_groups)
     changed = [
         name
-        for name, a, b in (("cross-group", s.group, t.group), ("cross-modality", s.modality, t.modality),
-                           ("cross-task", s.regions, t.regions))
+        for name, a, b in (
+            ("cross-group", s.group, t.group),
+            ("cross-modality", s.modality, t.modality),
+            ("cross-task", s.regions, t.regions),
+        )
         if a != b
     ]
     return changed[0] if len(changed) == 1 else ("mixed" if changed else "none")

@@ -54,8 +54,16 @@ def stratified_split(adapter: DatasetAdapter, ids: list[str], seed: int) -> dict
     return {name: sorted(part) for name, part in split.items()}
 
 
-def open_dataset(name: str, data_root: Path | None, options: dict[str, Any], cache_dir: Path, size: int,
-                 split_seed: int, skip_bad: bool = False, jobs: int = 1) -> OpenDataset:
+def open_dataset(
+    name: str,
+    data_root: Path | None,
+    options: dict[str, Any],
+    cache_dir: Path,
+    size: int,
+    split_seed: int,
+    skip_bad: bool = False,
+    jobs: int = 1,
+) -> OpenDataset:
     """Adapter -> preprocessed subjects (cached) -> subject-level split shared by every task."""
     cls = DATASETS.get(name)
     root = Path(data_root) if data_root else cls.default_root(cache_dir)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 import sys
 from dataclasses import replace
@@ -12,9 +13,21 @@ import torch
 import yaml
 
 from benchmarks.backbones import BACKBONES
-from benchmarks.cell import run_cell
 from benchmarks.config import Cell
 from benchmarks.data import OpenDataset, open_dataset
+from benchmarks.executors import (
+    Executor,
+    ExecutorError,
+    InProcess,
+    Job,
+    LocalPool,
+    RayTasks,
+    Slurm,
+    Tally,
+    publish,
+    run_grid,
+)
+from benchmarks.sources import source_key
 from benchmarks.store import Store, StoreError
 from benchmarks.suite import Suite, SuiteError, load_suite
 from benchmarks.summary import summary_table
@@ -23,6 +36,10 @@ from datasets.registry import UnknownNameError
 from methods import METHODS, MethodConfigError
 
 DEFAULT_CACHE = Path(os.environ.get("NTBENCH_CACHE", Path.home() / ".cache" / "ntbench"))
+SLURM_TIME_MIN = 60
+SLURM_OPTIONS = ("slurm_partition", "slurm_time", "slurm_gpus", "slurm_cpus", "slurm_array_parallelism",
+                 "slurm_extra", "slurm_folder", "slurm_cluster")
+RAY_OPTIONS = ("ray_address", "ray_cpus")
 
 
 class UsageError(ValueError):
@@ -47,9 +64,34 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, default=Path("results"), help="results folder (default: results)")
     p.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE, help=f"cache (default: {DEFAULT_CACHE})")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default)")
-    p.add_argument("--jobs", type=int, default=1, help="processes for preprocessing")
+    p.add_argument("--jobs", type=int, default=1,
+                   help="cells at once on this machine (--executor local worker processes, or the CPUs of a "
+                        "local Ray cluster) and preprocessing processes (default: 1, in this process)")
     p.add_argument("--skip-bad-subjects", action="store_true", help="skip unreadable subjects instead of failing")
     p.add_argument("--force", action="store_true", help="recompute finished cells")
+    p.add_argument("--retry-failed", action="store_true",
+                   help="rerun failed cells (by default a failed cell counts as done); ok cells are untouched")
+    p.add_argument("--dry-run", action="store_true",
+                   help="list the grid's cells, which are done or failed, and the work left; run nothing")
+    p.add_argument("--executor", choices=("local", "slurm", "ray"), default="local",
+                   help="where the cells run: local processes, a SLURM job array (submitit) or Ray tasks")
+    slurm = p.add_argument_group("--executor slurm (submitit job arrays)")
+    slurm.add_argument("--slurm-partition", help="partition (default: the cluster's)")
+    slurm.add_argument("--slurm-time", type=int, metavar="MIN", help=f"time limit per cell job in minutes "
+                       f"(default: {SLURM_TIME_MIN})")
+    slurm.add_argument("--slurm-gpus", type=int, metavar="N", help="GPUs per cell job (default: 0; a cell uses one)")
+    slurm.add_argument("--slurm-cpus", type=int, metavar="N", help="CPUs per cell job (default: the cluster's)")
+    slurm.add_argument("--slurm-array-parallelism", type=int, metavar="N", help="array tasks running at once "
+                       "(default: 256)")
+    slurm.add_argument("--slurm-extra", action="append", metavar="KEY=VALUE",
+                       help="extra sbatch flag, e.g. account=abc, qos=high, mem=16G (repeatable)")
+    slurm.add_argument("--slurm-folder", type=Path, help="submitit logs and job pickles (default: OUT/slurm)")
+    slurm.add_argument("--slurm-cluster", choices=("slurm", "local"),
+                       help="slurm (default), or local: run the jobs as processes here (submitit LocalExecutor)")
+    ray = p.add_argument_group("--executor ray")
+    ray.add_argument("--ray-address", metavar="ADDR", help="an existing cluster, e.g. ray://head:10001 or auto "
+                     "(default: RAY_ADDRESS, else a local cluster of --jobs CPUs started for the run)")
+    ray.add_argument("--ray-cpus", type=int, metavar="N", help="CPUs per cell task (default: 1)")
     p.add_argument("--csv", type=Path, help="also export the whole store as CSV to this path")
     p.add_argument("--list-methods", action="store_true", help="list methods and their hyperparameters")
     p.add_argument("--list-datasets", action="store_true", help="list dataset adapters")
@@ -112,15 +154,8 @@ def apply_overrides(suite: Suite, args: argparse.Namespace) -> Suite:
     return replace(suite, **changes)
 
 
-def build_cells(suite: Suite, params: dict[str, dict], data: OpenDataset) -> list[Cell]:
-    """The grid seeds x few-shot x transfers x methods; validates tasks and few-shot sizes first."""
-    BACKBONES.get(suite.backbone)
-    for source, target in suite.transfers:
-        data.task(source)
-        target_task = data.task(target)
-        for seed in suite.seeds:
-            for k in suite.few_shot:
-                data.train_ids(target_task, k, seed)
+def grid_cells(suite: Suite, params: dict[str, dict]) -> list[Cell]:
+    """The grid seeds x few-shot x transfers x methods, one cell per distinct key."""
     cells: dict[str, Cell] = {}
     for seed in suite.seeds:
         for k in suite.few_shot:
@@ -133,6 +168,139 @@ def build_cells(suite: Suite, params: dict[str, dict], data: OpenDataset) -> lis
                                 dataset_options=suite.dataset_options, split_seed=suite.split_seed)
                     cells.setdefault(cell.key, cell)  # scratch is shared by transfers with the same target
     return list(cells.values())
+
+
+def build_cells(suite: Suite, params: dict[str, dict], data: OpenDataset) -> list[Cell]:
+    """The grid seeds x few-shot x transfers x methods; validates tasks and few-shot sizes first."""
+    BACKBONES.get(suite.backbone)
+    for source, target in suite.transfers:
+        data.task(source)
+        target_task = data.task(target)
+        for seed in suite.seeds:
+            for k in suite.few_shot:
+                data.train_ids(target_task, k, seed)
+    return grid_cells(suite, params)
+
+
+def _positive(args: argparse.Namespace, name: str, minimum: int = 1) -> None:
+    value = getattr(args, name)
+    if value is not None and value < minimum:
+        raise UsageError(f"--{name.replace('_', '-')} {value}: must be >= {minimum}")
+
+
+def check_executor_options(args: argparse.Namespace) -> None:
+    """Validate executor options before anything is opened or written."""
+    for name, minimum in (("jobs", 1), ("slurm_time", 1), ("slurm_gpus", 0), ("slurm_cpus", 1),
+                          ("slurm_array_parallelism", 1), ("ray_cpus", 1)):
+        _positive(args, name, minimum)
+    for executor, names in (("slurm", SLURM_OPTIONS), ("ray", RAY_OPTIONS)):
+        given = [n for n in names if getattr(args, n) is not None]
+        if given and args.executor != executor:
+            raise UsageError(f"--{given[0].replace('_', '-')} needs --executor {executor}")
+    for extra in args.slurm_extra or []:
+        key, sep, _ = extra.partition("=")
+        if not sep or not key.strip():
+            raise UsageError(f"--slurm-extra {extra!r}: expected KEY=VALUE (an sbatch flag without its --)")
+    package = {"slurm": "submitit", "ray": "ray"}.get(args.executor)
+    if package and importlib.util.find_spec(package) is None:
+        raise UsageError(f"--executor {args.executor}: {package} is not installed "
+                         f"(pip install 'ntbench[{args.executor}]')")
+    if args.executor == "local":
+        return
+    if args.device not in ("auto", "cpu", "cuda"):
+        raise UsageError(f"--device {args.device}: with --executor {args.executor} the scheduler picks the GPU; "
+                         "give auto, cuda or cpu")
+    if args.executor == "slurm":
+        if args.device == "cuda" and not args.slurm_gpus:
+            raise UsageError("--device cuda needs --slurm-gpus 1")
+        from submitit import SlurmExecutor
+
+        if (args.slurm_cluster or "slurm") == "slurm" and SlurmExecutor.affinity() <= 0:
+            raise UsageError("--executor slurm: no SLURM on this machine (srun not found); "
+                             "--slurm-cluster local runs the jobs as local processes")
+
+
+def slurm_parameters(args: argparse.Namespace) -> dict:
+    """submitit ``AutoExecutor.update_parameters`` arguments from the --slurm-* options."""
+    extra = dict(e.partition("=")[::2] for e in args.slurm_extra or [])
+    return {"name": "ntbench", "timeout_min": args.slurm_time or SLURM_TIME_MIN,
+            "gpus_per_node": args.slurm_gpus or None, "cpus_per_task": args.slurm_cpus,
+            "slurm_partition": args.slurm_partition, "slurm_array_parallelism": args.slurm_array_parallelism,
+            "slurm_additional_parameters": extra or None}
+
+
+def local_devices(device: torch.device, jobs: int) -> list[str]:
+    """One device per worker: round-robin over the visible GPUs for ``cuda``, else ``device`` for all."""
+    if device.type == "cuda" and device.index is None:
+        return [f"cuda:{i % torch.cuda.device_count()}" for i in range(jobs)]
+    return [str(device)] * jobs
+
+
+def make_executor(args: argparse.Namespace) -> Executor:
+    if args.executor == "slurm":
+        device = "cpu" if not args.slurm_gpus else ("cpu" if args.device == "cpu" else "cuda")
+        return Slurm((args.slurm_folder or args.out / "slurm").resolve(), args.slurm_cluster or "slurm",
+                     slurm_parameters(args), device, args.slurm_cpus or 0)
+    if args.executor == "ray":
+        return RayTasks(args.ray_address, args.jobs, args.ray_cpus or 1, args.device)
+    device = resolve_device(args.device)
+    if args.jobs == 1:
+        return InProcess(str(device))
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return LocalPool(local_devices(device, args.jobs), max(1, cores // args.jobs))
+
+
+def will_run(state: str | None, args: argparse.Namespace) -> bool:
+    """Absent and lost cells run; failed ones only with --retry-failed; every cell with --force."""
+    return args.force or state in (None, "lost") or (state == "failed" and args.retry_failed)
+
+
+def dry_run(cells: list[Cell], store: Store, args: argparse.Namespace) -> str:
+    """The grid's cells with their state, and an estimate of the work left."""
+    states = {c.key: store.state(c.key) for c in cells}
+    todo = [c for c in cells if will_run(states[c.key], args)]
+    rerun = {c.key for c in todo}
+    lines = [f"{'key':<16}  {'method':<12} {'transfer':<28} {'seed':>4} {'k':>3}  state"]
+    for c in cells:
+        state = states[c.key]
+        label = "todo" if state is None else f"{state} ({'rerun' if c.key in rerun else 'kept'})"
+        lines.append(f"{c.key:<16}  {c.method:<12} {c.transfer:<28} {c.seed:>4} {c.few_shot:>3}  {label}")
+    count = {s: sum(v == s for v in states.values()) for s in ("ok", "failed", "lost")}
+    lines.append(f"{len(cells)} cells: {count['ok']} done, {count['failed']} failed, {count['lost']} lost "
+                 f"(worker died), {len(todo)} to run. A failed cell counts as done and is not rerun unless "
+                 "--retry-failed; a lost cell is rerun.")
+    sources = {source_key(c): c.budget.source_steps for c in todo if c.source_task}
+    sources = {k: n for k, n in sources.items() if not (args.cache_dir / "sources" / f"{k}.pt").exists()}
+    steps = sum(c.budget.target_steps for c in todo) + sum(sources.values())
+    rate, basis = seconds_per_step(store, cells)
+    left = (f"about {steps * rate / 3600:.2f} h of single-device time at {rate:.3f} s/step ({basis})" if rate
+            else "time unknown (no finished cell to measure)")
+    lines.append(f"work left: {len(todo)} cell(s) + {len(sources)} source model(s) to train = {steps} steps; {left}")
+    return "\n".join(lines)
+
+
+def seconds_per_step(store: Store, cells: list[Cell]) -> tuple[float | None, str]:
+    """Wall seconds per target step of finished ok cells: this grid's, else any with its dataset and backbone."""
+    rows = store.read()
+    rows = rows[rows["status"] == "ok"].drop_duplicates("cell_key")
+    for pick, basis in ((rows["cell_key"].isin({c.key for c in cells}), "this grid"),
+                        (rows["dataset"].isin({c.dataset for c in cells})
+                         & rows["backbone"].isin({c.backbone for c in cells}), "same dataset and backbone")):
+        done = rows[pick]
+        if len(done) and done["target_steps"].sum() > 0:
+            rate = float(done["wall_s"].sum() / done["target_steps"].sum())
+            return rate, f"measured on {len(done)} finished cell(s) of {basis}, evaluation included"
+    return None, ""
+
+
+def check_tasks(suite: Suite, args: argparse.Namespace) -> None:
+    """The suite's backbone and tasks exist (adapter only: nothing is preprocessed)."""
+    BACKBONES.get(suite.backbone)
+    cls = DATASETS.get(suite.dataset)
+    adapter = cls(args.data_root or cls.default_root(args.cache_dir), **suite.dataset_options)
+    for source, target in suite.transfers:
+        adapter.parse_task(source)
+        adapter.parse_task(target)
 
 
 def list_methods() -> str:
@@ -171,12 +339,17 @@ def main(argv: list[str] | None = None) -> int:
         if args.list_tasks:
             print(list_tasks(args.list_tasks, args))
             return 0
+        check_executor_options(args)
         suite = apply_overrides(load_suite(args.suite), args)
         if suite.needs_data_root and args.data_root is None:
             raise UsageError(f"--suite {suite.name} runs on real data: give --data-root")
         params = method_params(suite.methods, args.param)
-        device = resolve_device(args.device)
         store = Store(args.out)
+        if args.dry_run:
+            check_tasks(suite, args)
+            print(dry_run(grid_cells(suite, params), store, args))
+            return 0
+        executor = make_executor(args)
         store.check_writable()
         data = open_dataset(suite.dataset, args.data_root, suite.dataset_options, args.cache_dir,
                             suite.budget.size, suite.split_seed, args.skip_bad_subjects, args.jobs)
@@ -187,19 +360,23 @@ def main(argv: list[str] | None = None) -> int:
     except (UsageError, SuiteError, DataError, StoreError, UnknownNameError, MethodConfigError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    todo = [c for c in cells if args.force or store.status(c.key) is None]
-    print(f"{len(cells)} cells, {len(cells) - len(todo)} already done, running {len(todo)} on {device}",
+    store.clean_stale()
+    todo = [c for c in cells if will_run(store.state(c.key), args)]
+    print(f"{len(cells)} cells, {len(cells) - len(todo)} already done, running {len(todo)} with {executor.label}",
           file=sys.stderr)
-    for i, cell in enumerate(todo, 1):
-        rows = run_cell(cell, data, store, args.cache_dir, device)
-        state = rows["status"].iloc[0]
-        print(f"[{i}/{len(todo)}] {cell.method} {cell.transfer} seed={cell.seed} k={cell.few_shot}: {state}"
-              f" ({rows['wall_s'].iloc[0]:.1f} s)", file=sys.stderr)
-        if state == "failed":
-            print("    " + rows["error"].iloc[0].splitlines()[0], file=sys.stderr)
+    root = args.data_root or DATASETS.get(suite.dataset).default_root(args.cache_dir)
+    job = Job(publish(data, root, suite.dataset_options, args.cache_dir), store.root.resolve(),
+              args.cache_dir.resolve())
+    try:
+        tally = run_grid(executor, todo, job, data.adapter.has_groups, sys.stderr) if todo else Tally()
+    except ExecutorError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    tally.skipped = len(cells) - len(todo)
     print(summary_table(store.read(), cells))
     if args.csv:
         store.export_csv(args.csv)
+    print(tally.line(executor.label))
     return 0
 
 

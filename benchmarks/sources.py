@@ -7,8 +7,8 @@ import hashlib
 import json
 import os
 import tempfile
-from contextlib import contextmanager
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
 
@@ -43,19 +43,30 @@ def file_lock(path: Path) -> Iterator[None]:
 
 
 def source_model(cell: Cell, data: OpenDataset, cache_dir: Path, device: torch.device) -> tuple[SegModel, Path]:
-    """The cell's pretrained source model, trained once under a lock and saved atomically."""
+    """The cell's pretrained source model, trained once under a lock and saved atomically.
+
+    Workers needing the same checkpoint wait on its lock (``flock``: across processes, and across
+    nodes on file systems that support it, e.g. NFSv4 or Lustre mounted with ``flock``); the first
+    trains and writes it to a temporary name that is fsynced and renamed, so a reader never sees a
+    half-written checkpoint and a trainer killed midway leaves only a temporary file, removed by
+    the next trainer of that checkpoint.
+    """
     path = cache_dir / "sources" / f"{source_key(cell)}.pt"
     task = data.task(cell.source_task)
     with file_lock(path.with_suffix(".lock")):
         if not path.exists():
+            for stale in path.parent.glob(f".{path.stem}-*.tmp"):  # we hold the lock: its writer is dead
+                stale.unlink()
             seed_all(cell.seed, "source-init")
             model = build_backbone(cell.backbone, 1, task.num_classes)
             slices = data.slices(task, data.task_ids(task, "train"))
             train(model, SliceDataset(slices, augment=cell.budget.augment, seed=cell.seed),
                   cell.budget.source_steps, cell.budget, device, seed=cell.seed, desc=f"source {task}")
-            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".src-", suffix=".tmp")
-            os.close(fd)
-            torch.save({"model": model.cpu().state_dict(), "num_classes": task.num_classes}, tmp)
+            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}-", suffix=".tmp")
+            with os.fdopen(fd, "wb") as fh:
+                torch.save({"model": model.cpu().state_dict(), "num_classes": task.num_classes}, fh)
+                fh.flush()
+                os.fsync(fh.fileno())
             os.replace(tmp, path)  # a half-written checkpoint is never visible under its name
     state = torch.load(path, map_location="cpu", weights_only=True)
     model = build_backbone(cell.backbone, 1, state["num_classes"])

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import socket
 import tempfile
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -14,6 +16,10 @@ COLUMNS = [
     "dice", "hd95", "status", "error", "leep", "nce", "code_version", "torch_version", "device",
     "wall_s", "created_at",
 ]
+
+
+LOST = "WorkerLost"  # error prefix of a cell whose worker died before writing: redone by the next run
+STALE_AFTER_S = 3600  # a temporary file this old, from any host, belongs to a dead writer
 
 
 class StoreError(ValueError):
@@ -41,26 +47,65 @@ class Store:
 
     def status(self, key: str) -> str | None:
         """``ok``/``failed`` for a finished cell, None when absent."""
+        state = self.state(key)
+        return "failed" if state == "lost" else state
+
+    def state(self, key: str) -> str | None:
+        """Like ``status``, but ``lost`` for a failure recorded because the cell's worker died (``LOST``)."""
         path = self.path(key)
         if not path.exists():
             return None
-        return "failed" if (pd.read_parquet(path, columns=["status"])["status"] == "failed").any() else "ok"
+        rows = pd.read_parquet(path, columns=["status", "error"])
+        failed = rows[rows["status"] == "failed"]
+        if failed.empty:
+            return "ok"
+        return "lost" if failed["error"].str.startswith(LOST).all() else "failed"
+
+    def read_cell(self, key: str) -> pd.DataFrame:
+        """The rows of one finished cell."""
+        return pd.read_parquet(self.path(key))
 
     def write(self, key: str, rows: pd.DataFrame) -> Path:
-        """Write a cell's rows atomically: temporary file in the same folder, then rename."""
+        """Write a cell's rows atomically: temporary file in the same folder, flushed to disk, then renamed.
+
+        The temporary name carries the writer's host and pid, so ``clean_stale`` can tell a dead
+        writer's leftovers from a live one's.
+        """
         missing = [c for c in COLUMNS if c not in rows.columns]
         if missing:
             raise ValueError(f"cell {key}: rows lack columns {missing}")
         self.cells.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=self.cells, prefix=f".{key}-", suffix=".tmp")
-        os.close(fd)
+        fd, tmp = tempfile.mkstemp(dir=self.cells, prefix=f".{key}~{socket.gethostname()}~{os.getpid()}~",
+                                   suffix=".tmp")
         try:
-            rows[COLUMNS + [c for c in rows.columns if c not in COLUMNS]].to_parquet(tmp, index=False)
+            with os.fdopen(fd, "wb") as fh:
+                rows[COLUMNS + [c for c in rows.columns if c not in COLUMNS]].to_parquet(fh, index=False)
+                fh.flush()
+                os.fsync(fh.fileno())
             os.replace(tmp, self.path(key))
         finally:
             if os.path.exists(tmp):
                 os.unlink(tmp)
         return self.path(key)
+
+    def clean_stale(self) -> int:
+        """Delete temporary files left by killed writers; returns how many.
+
+        A file is stale when its writer ran on this host and is gone, or when it is older
+        than ``STALE_AFTER_S`` (writers on other hosts). ``read`` ignores them either way.
+        """
+        removed = 0
+        host = socket.gethostname()
+        for tmp in self.cells.glob(".*.tmp") if self.cells.is_dir() else []:
+            parts = tmp.name[1:-4].split("~")
+            try:
+                dead = len(parts) == 4 and parts[1] == host and not _alive(int(parts[2]))
+                if dead or time.time() - tmp.stat().st_mtime > STALE_AFTER_S:
+                    tmp.unlink()
+                    removed += 1
+            except (OSError, ValueError):
+                continue  # vanished meanwhile (its writer renamed it) or not ours
+        return removed
 
     def read(self) -> pd.DataFrame:
         """Every finished cell's rows (empty frame with the columns when none)."""
@@ -72,3 +117,14 @@ class Store:
     def export_csv(self, path: Path) -> Path:
         self.read().to_csv(path, index=False)
         return path
+
+
+def _alive(pid: int) -> bool:
+    """Whether a process with this pid exists on this host."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass  # exists, owned by someone else
+    return True

@@ -42,7 +42,9 @@ def load_suite(name_or_path: str) -> Suite:
     if not path.suffix:
         path = SUITES_DIR / f"{name_or_path}.yaml"
         if not path.exists():
-            raise SuiteError(f"--suite {name_or_path!r}: unknown suite; valid: {', '.join(suite_names())} or a .yaml path")
+            raise SuiteError(
+                f"--suite {name_or_path!r}: unknown suite; valid: {', '.join(suite_names())} or a .yaml path"
+            )
     try:
         raw = yaml.safe_load(path.read_text())
     except FileNotFoundError:
@@ -58,12 +60,16 @@ def load_suite(name_or_path: str) -> Suite:
     budget_raw = raw.pop("budget", {}) or {}
     valid_budget = {f.name for f in fields(Budget)}
     if set(budget_raw) - valid_budget:
-        raise SuiteError(f"--suite {path}: unknown budget key(s) {sorted(set(budget_raw) - valid_budget)}; "
-                         f"valid: {sorted(valid_budget)}")
+        raise SuiteError(
+            f"--suite {path}: unknown budget key(s) {sorted(set(budget_raw) - valid_budget)}; "
+            f"valid: {sorted(valid_budget)}"
+        )
     raw.pop("description", None)
     try:
         transfers = [(t["source"], t["target"]) for t in raw.pop("transfers")]
         return Suite(name=raw.pop("name", path.stem), transfers=transfers, budget=Budget(**budget_raw), **raw)
     except (KeyError, TypeError) as exc:
-        raise SuiteError(f"--suite {path}: missing or malformed entry ({exc}); need dataset and "
-                         "transfers: [{source: TASK, target: TASK}, ...]") from None
+        raise SuiteError(
+            f"--suite {path}: missing or malformed entry ({exc}); need dataset and "
+            "transfers: [{source: TASK, target: TASK}, ...]"
+        ) from None

@@ -32,7 +32,9 @@ def summary_table(rows: pd.DataFrame, cells: list[Cell]) -> str:
             lines.append(f"  {label:<28} {dice:>15} {len(ok):>5} {ok['seed'].nunique():>6} {failed:>7}")
     seeds = max((rows[rows["cell_key"].isin({c.key for c in cells})]["seed"].nunique()), 0)
     if seeds < 3:
-        lines.append(f"\nThese numbers stand on {seeds} seed(s). Fewer than 3 seeds cannot establish a difference "
-                     "between methods: rerun with --seeds 0 1 2 (or more) and read the leaderboard "
-                     "(python -m leaderboard.build) for paired tests and confidence intervals.")
+        lines.append(
+            f"\nThese numbers stand on {seeds} seed(s). Fewer than 3 seeds cannot establish a difference "
+            "between methods: rerun with --seeds 0 1 2 (or more) and read the leaderboard "
+            "(python -m leaderboard.build) for paired tests and confidence intervals."
+        )
     return "\n".join(lines)

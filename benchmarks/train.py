@@ -41,16 +41,25 @@ def lr_factor(step: int, total: int, schedule: str) -> float:
     return (1.0 - step / max(total, 1)) ** 0.9 if schedule == "poly" else 1.0
 
 
-def train(model: nn.Module, data: SliceDataset, steps: int, budget: Budget, device: torch.device, seed: int,
-          method: Method | None = None, desc: str = "train") -> float:
+def train(
+    model: nn.Module,
+    data: SliceDataset,
+    steps: int,
+    budget: Budget,
+    device: torch.device,
+    seed: int,
+    method: Method | None = None,
+    desc: str = "train",
+) -> float:
     """Run ``steps`` optimiser steps; returns the mean loss of the last 10% of steps."""
     method = method or Method()
     model.to(device).train()
     opt = make_optimizer(method.param_groups(model, budget.lr), budget)
     base_lrs = [g["lr"] for g in opt.param_groups]
     gen = torch.Generator().manual_seed(zlib.crc32(f"loader:{seed}".encode()))
-    loader = DataLoader(data, batch_size=budget.batch_size, shuffle=True, generator=gen,
-                        drop_last=len(data) >= budget.batch_size)
+    loader = DataLoader(
+        data, batch_size=budget.batch_size, shuffle=True, generator=gen, drop_last=len(data) >= budget.batch_size
+    )
     losses: list[torch.Tensor] = []
     step, epoch = 0, 0
     with tqdm(total=steps, desc=desc, leave=False, disable=None) as bar:
@@ -75,7 +84,7 @@ def train(model: nn.Module, data: SliceDataset, steps: int, budget: Budget, devi
                         raise TrainingDiverged(f"{desc}: loss became {value} at step {step}")
             method.on_epoch_end(epoch, model)
             epoch += 1
-    tail = losses[-max(1, len(losses) // 10):]
+    tail = losses[-max(1, len(losses) // 10) :]
     final = float(torch.stack(tail).mean()) if tail else float("nan")
     if not math.isfinite(final):
         raise TrainingDiverged(f"{desc}: loss became {final}")
@@ -88,6 +97,6 @@ def predict(model: nn.Module, slices: SliceSet, device: torch.device, batch_size
     model.to(device).eval()
     out = []
     for start in range(0, len(slices.images), batch_size):
-        x = torch.from_numpy(slices.images[start:start + batch_size]).to(device)
+        x = torch.from_numpy(slices.images[start : start + batch_size]).to(device)
         out.append(model(x).argmax(1).to(torch.uint8).cpu())
     return torch.cat(out).numpy() if out else np.zeros((0,) + slices.labels.shape[1:], np.uint8)

@@ -1,6 +1,7 @@
 """Dataset adapters: files on disk -> Subjects -> cached 2D slices.
 
-Importing the package registers the built-in adapters (``fets2021``, ``phantom``).
+Importing the package registers the built-in adapters (fets2021, phantom, brats2021,
+iseg2019, mni152, msd); ``DATASETS.names()`` lists them.
 The torch-dependent slice API (``datasets.slices``) is imported lazily, so that
 ``datasets.registry``/``datasets.base`` stay usable without torch.
 """
@@ -8,13 +9,15 @@ The torch-dependent slice API (``datasets.slices``) is imported lazily, so that
 from importlib import import_module
 from typing import Any
 
-from datasets import fets  # noqa: F401  (registers fets2021 and phantom)
+from datasets import brats, fets, iseg, mni152, msd  # noqa: F401  (importing registers the adapters)
 from datasets.base import DATASETS, DataError, DatasetAdapter, Subject, Task
 from datasets.phantom import generate_phantom, phantom_root
 from datasets.splits import few_shot, split_subjects
 
-_LAZY = {name: "datasets.slices" for name in ("SliceDataset", "SliceSet", "assemble_volume", "load_slices",
-                                              "preprocess_subjects")}
+_LAZY = {
+    name: "datasets.slices"
+    for name in ("SliceDataset", "SliceSet", "assemble_volume", "load_slices", "preprocess_subjects")
+}
 
 __all__ = [
     "DATASETS",

@@ -102,9 +102,7 @@ class DatasetAdapter:
         if task.group not in ("*", "") and task.group not in self.groups():
             raise DataError(f"task {text!r}: unknown group {task.group!r}; valid: {', '.join(self.groups())}")
         if task.modality not in self.modalities():
-            raise DataError(
-                f"task {text!r}: unknown modality {task.modality!r}; valid: {', '.join(self.modalities())}"
-            )
+            raise DataError(f"task {text!r}: unknown modality {task.modality!r}; valid: {', '.join(self.modalities())}")
         for region in task.regions:
             if region not in self.regions:
                 raise DataError(f"task {text!r}: unknown region {region!r}; valid: {', '.join(self.regions)}")
@@ -112,11 +110,7 @@ class DatasetAdapter:
 
     def task_subjects(self, task: Task) -> list[Subject]:
         """Labelled subjects of the task's group that have its modality."""
-        return [
-            s
-            for s in self.labelled_subjects()
-            if task.group in ("*", "", s.group) and task.modality in s.images
-        ]
+        return [s for s in self.labelled_subjects() if task.group in ("*", "", s.group) and task.modality in s.images]
 
 
 DATASETS: Registry[type[DatasetAdapter]] = Registry("dataset", entry_point_group="ntbench.datasets")

@@ -89,13 +89,17 @@ class FeTS2021(DatasetAdapter):
         except Exception as exc:
             raise DataError(f"{self.csv}: unreadable CSV ({type(exc).__name__}: {exc})") from None
         if list(table.columns[:2]) != ["Subject_ID", "Partition_ID"]:
-            raise DataError(f"{self.csv}: expected header Subject_ID,Partition_ID, got {','.join(table.columns)}")
+            raise DataError(
+                f"{self.csv}: expected header Subject_ID,Partition_ID, got {','.join(table.columns)}"
+            )
         subjects = []
         for sid, group in zip(table["Subject_ID"].str.strip(), table["Partition_ID"].str.strip()):
             folder = self.root / sid
             if not folder.is_dir():
                 raise DataError(f"{self.csv}: subject {sid} is listed but its folder {folder} is missing")
-            images = {m: p for m, suf in MODALITY_SUFFIXES.items() if (p := _find(folder, sid, suf)) is not None}
+            images = {
+                m: p for m, suf in MODALITY_SUFFIXES.items() if (p := _find(folder, sid, suf)) is not None
+            }
             if not images:
                 raise DataError(f"{folder}: no modality file {sid}_{{t1,t1ce,t2,flair}}.nii.gz")
             label = _find(folder, sid, ("seg",))

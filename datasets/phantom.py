@@ -31,10 +31,10 @@ CSF, GM, WM, NCR, ED, ET = range(6)
 # FLAIR = T2 with CSF suppressed) and the BraTS label definitions (Menze et al., IEEE TMI
 # 2015, Sec. II: ET hyperintense on T1Gd, NCR hypointense on T1Gd, ED hyperintense on T2/FLAIR).
 TISSUE_INTENSITY = {
-    "t1": (0.25, 0.55, 0.80, 0.20, 0.45, 0.50),
-    "t1ce": (0.25, 0.55, 0.80, 0.20, 0.45, 1.00),
+    "t1": (0.15, 0.55, 0.80, 0.20, 0.45, 0.50),
+    "t1ce": (0.15, 0.55, 0.80, 0.20, 0.45, 1.00),
     "t2": (1.00, 0.60, 0.40, 0.90, 0.85, 0.65),
-    "flair": (0.10, 0.55, 0.45, 0.40, 0.95, 0.75),
+    "flair": (0.08, 0.55, 0.45, 0.40, 0.95, 0.75),
 }
 
 
@@ -77,7 +77,7 @@ def _anatomy(rng: np.random.Generator, shape: tuple[int, int, int]) -> tuple[np.
     brain = rho <= 1.0
     for side in (-1.0, 1.0):  # lateral ventricles
         v = rel - np.array([side * 0.2, 0.05, 0.05])[:, None, None, None]
-        tissue[((v / np.array([0.1, 0.38, 0.3])[:, None, None, None]) ** 2).sum(0) <= 1.0] = CSF
+        tissue[((v / np.array([0.14, 0.4, 0.3])[:, None, None, None]) ** 2).sum(0) <= 1.0] = CSF
     # Tumour: lobulated blob; size varies (a quarter of the subjects get a small one).
     while True:
         t_rel = rng.uniform(-0.6, 0.6, 3)
@@ -85,7 +85,9 @@ def _anatomy(rng: np.random.Generator, shape: tuple[int, int, int]) -> tuple[np.
             break
     t_centre = centre + t_rel * axes
     small = rng.random() < 0.25
-    radius = float(np.exp(np.log(axes).mean())) * (rng.uniform(0.08, 0.15) if small else rng.uniform(0.15, 0.42))
+    radius = float(np.exp(np.log(axes).mean())) * (
+        rng.uniform(0.08, 0.15) if small else rng.uniform(0.15, 0.42)
+    )
     d = np.sqrt(((warped - t_centre[:, None, None, None]) ** 2).sum(0)) / radius
     d = d * (1.0 + 0.3 * _smooth_noise(rng, shape, max(radius / 2, 1.0)))
     label = np.zeros(shape, dtype=np.uint8)
@@ -107,16 +109,27 @@ def _render(
     u = [np.linspace(-1, 1, n) for n in tissue.shape]
     uu = np.meshgrid(*u, indexing="ij", sparse=True)
     coef = rng.standard_normal(9)
-    log_bias = sum(c * t for c, t in zip(coef, [*uu, uu[0] * uu[1], uu[0] * uu[2], uu[1] * uu[2], *(x**2 for x in uu)]))
+    log_bias = sum(
+        c * t for c, t in zip(coef, [*uu, uu[0] * uu[1], uu[0] * uu[2], uu[1] * uu[2], *(x**2 for x in uu)])
+    )
     image = image * np.exp(scanner["bias"] * log_bias / max(float(np.abs(log_bias).max()), 1e-12))
     sigma = scanner["noise"]  # Rician magnitude noise (Gudbjartsson & Patz, MRM 1995)
-    image = np.sqrt((image + sigma * rng.standard_normal(image.shape)) ** 2 + (sigma * rng.standard_normal(image.shape)) ** 2)
+    image = np.sqrt(
+        (image + sigma * rng.standard_normal(image.shape)) ** 2
+        + (sigma * rng.standard_normal(image.shape)) ** 2
+    )
     image = (image + scanner["offset"][modality]) * scanner["scale"][modality]
     return np.where(tissue >= 0, image, 0.0).astype(np.float32)  # skull-stripped: 0 outside the brain
 
 
 def _params(n_subjects: int, n_groups: int, shape: tuple[int, int, int], seed: int) -> dict:
-    return {"version": PHANTOM_VERSION, "n_subjects": n_subjects, "n_groups": n_groups, "shape": list(shape), "seed": seed}
+    return {
+        "version": PHANTOM_VERSION,
+        "n_subjects": n_subjects,
+        "n_groups": n_groups,
+        "shape": list(shape),
+        "seed": seed,
+    }
 
 
 def _save(array: np.ndarray, path: Path) -> None:
@@ -126,7 +139,11 @@ def _save(array: np.ndarray, path: Path) -> None:
 
 
 def generate_phantom(
-    root: Path, n_subjects: int = 24, n_groups: int = 4, shape: tuple[int, int, int] = (64, 64, 32), seed: int = 0
+    root: Path,
+    n_subjects: int = 24,
+    n_groups: int = 4,
+    shape: tuple[int, int, int] = (64, 64, 32),
+    seed: int = 0,
 ) -> Path:
     """Write the phantom at ``root`` in the FeTS 2021 layout; deterministic in ``seed``.
 
@@ -138,7 +155,10 @@ def generate_phantom(
     """
     root = Path(root)
     if n_subjects < 1 or n_groups < 1 or len(shape) != 3 or min(shape) < 8:
-        raise DataError(f"phantom: need n_subjects >= 1, n_groups >= 1 and a 3D shape >= 8, got {n_subjects}, {n_groups}, {shape}")
+        raise DataError(
+            f"phantom: need n_subjects, n_groups >= 1 and a 3D shape >= 8; "
+            f"got {n_subjects}, {n_groups}, {shape}"
+        )
     params = _params(n_subjects, n_groups, tuple(int(s) for s in shape), seed)
     if root.exists():
         _check_existing(root, params)
@@ -163,7 +183,9 @@ def generate_phantom(
                 _save(_render(rng, tissue, modality, scanner, jitter), folder / f"{sid}_{modality}.nii.gz")
             _save(label, folder / f"{sid}_seg.nii.gz")
         for n, rows in ((1, rows1), (2, rows2)):
-            pd.DataFrame(rows, columns=["Subject_ID", "Partition_ID"]).to_csv(tmp / f"partitioning_{n}.csv", index=False)
+            pd.DataFrame(rows, columns=["Subject_ID", "Partition_ID"]).to_csv(
+                tmp / f"partitioning_{n}.csv", index=False
+            )
         (tmp / "phantom.json").write_text(json.dumps(params))
         try:
             os.rename(tmp, root)
@@ -181,7 +203,9 @@ def _check_existing(root: Path, params: dict) -> None:
     try:
         found = json.loads(marker.read_text())
     except (OSError, ValueError):
-        raise DataError(f"{root}: exists but is not a generated phantom (no readable {marker.name})") from None
+        raise DataError(
+            f"{root}: exists but is not a generated phantom (no readable {marker.name})"
+        ) from None
     if found != params:
         raise DataError(f"{root}: holds a phantom generated with {found}, not {params}")
 

@@ -10,7 +10,9 @@ from __future__ import annotations
 import pandas as pd
 
 SETTING = ["dataset", "backbone", "few_shot", "target_steps"]
-STRATUM = [*SETTING, "target_task", "transfer", "transfer_type"]
+# Seeds are resampled within a seed group: the same seed number on another target task is another model.
+SEED_GROUP = [*SETTING, "target_task"]
+STRATUM = [*SEED_GROUP, "transfer", "transfer_type"]
 BLOCK = [*STRATUM, "subject_id", "region"]
 UNIT = [*BLOCK, "seed"]
 # Metric name -> whether higher values are better.

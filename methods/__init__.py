@@ -3,6 +3,6 @@
 from methods.base import METHODS, HParam, Method, MethodConfigError, register_method
 
 # Importing the built-in strategies registers them.
-from methods import finetune  # noqa: E402,F401
+from methods import bss, delta, finetune, freeze, l2sp, lpft, lwf, trm  # noqa: E402,F401
 
 __all__ = ["METHODS", "HParam", "Method", "MethodConfigError", "register_method"]

@@ -25,6 +25,25 @@ class MethodConfigError(ValueError):
     """A method was given an unknown or invalid hyperparameter."""
 
 
+def _coerce(method: str, key: str, value: Any, default: Any) -> Any:
+    """Convert a CLI/YAML value to the type of the declared default (bool, int, float, str)."""
+    kind = type(default)
+    if default is None or isinstance(value, kind) and not (kind is int and isinstance(value, bool)):
+        return value
+    if kind is bool and isinstance(value, str) and value.lower() in ("true", "false", "1", "0", "yes", "no"):
+        return value.lower() in ("true", "1", "yes")
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if kind in (int, float, str) and not isinstance(value, bool):
+        try:
+            converted = kind(value)
+            if kind is not int or converted == float(value):
+                return converted
+        except (TypeError, ValueError):
+            pass
+    raise MethodConfigError(f"method {method!r}: {key}={value!r} is not a {kind.__name__}")
+
+
 class Method:
     """Base class of a negative-transfer mitigation strategy.
 
@@ -45,20 +64,17 @@ class Method:
             raise MethodConfigError(f"method {self.name!r}: unknown hyperparameter(s) {unknown}; valid: {valid}")
         self.params: dict[str, Any] = {}
         for key, spec in self.hparams.items():
-            value = params.get(key, spec.default)
-            if spec.default is not None and not isinstance(spec.default, str) and isinstance(value, str):
-                value = type(spec.default)(value)  # CLI strings -> declared type
+            value = _coerce(self.name, key, params.get(key, spec.default), spec.default)
             if spec.choices is not None and value not in spec.choices:
-                raise MethodConfigError(
-                    f"method {self.name!r}: {key}={value!r} not in {list(spec.choices)}"
-                )
+                raise MethodConfigError(f"method {self.name!r}: {key}={value!r} not in {list(spec.choices)}")
             self.params[key] = value
         self.total_steps = 0  # set by the runner before prepare()
         self.source_model: nn.Module | None = None
 
     # --- hooks -----------------------------------------------------------------
-    def prepare(self, source_model: nn.Module | None, target_model: nn.Module, train_data: Any,
-                device: torch.device) -> None:
+    def prepare(
+        self, source_model: nn.Module | None, target_model: nn.Module, train_data: Any, device: torch.device
+    ) -> None:
         """One-off work before fine-tuning (snapshot weights, compute maps, ...)."""
         self.source_model = source_model
 

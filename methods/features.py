@@ -17,7 +17,7 @@ def require(ok: bool, method: str, what: str) -> None:
 
 
 def require_attr(method: str, model: nn.Module, attr: str) -> None:
-    """Refuse a model lacking a structure attribute (``encoder_stages``, ``body``, ``head``) a method needs."""
+    """Refuse a model lacking a structure attribute a method needs (``encoder_stages``, ``body``, ...)."""
     if not getattr(model, attr, None):
         raise MethodConfigError(
             f"method {method!r} needs a segmentation model with a non-empty {attr!r} attribute "

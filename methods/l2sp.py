@@ -12,8 +12,9 @@ from methods.features import require, require_source
 from methods.losses import base_loss
 
 
-def split_transferred(source: nn.Module, target: nn.Module) -> tuple[list[tuple[nn.Parameter, torch.Tensor]],
-                                                                     list[nn.Parameter]]:
+def split_transferred(
+    source: nn.Module, target: nn.Module
+) -> tuple[list[tuple[nn.Parameter, torch.Tensor]], list[nn.Parameter]]:
     """Target parameters that start at the source's (same name, shape and value), each with a copy of its
     start w0, and the others (newly initialised, e.g. a head re-initialised for a new class count)."""
     src = dict(source.named_parameters())
@@ -35,33 +36,39 @@ def squared_norm(tensors: list[torch.Tensor], device: torch.device) -> torch.Ten
     return total
 
 
+def trainable_without_decay(model: nn.Module, lr: float) -> list[dict[str, Any]]:
+    """One group of every trainable parameter, weight decay 0 (an explicit penalty takes its place)."""
+    return [{"params": [p for p in model.parameters() if p.requires_grad], "lr": lr, "weight_decay": 0.0}]
+
+
 @register_method("l2sp")
 class L2SP(Method):
     """Pull transferred weights towards their source values; plain L2 on newly initialised ones."""
 
     hparams = {
         "alpha": HParam(0.01, "weight of alpha/2 ||w - w0||^2 over the transferred parameters"),
-        "beta": HParam(0.01, "weight of beta/2 ||w||^2 over newly initialised parameters (a re-initialised head)"),
+        "beta": HParam(0.01, "weight of beta/2 ||w||^2 over newly initialised parameters (a new head)"),
     }
 
     def __init__(self, **params: Any) -> None:
         super().__init__(**params)
-        # Defaults alpha = beta = 0.01: the L2-SP setting of DELTA's reference code (github.com/lixingjian/DELTA).
+        # Defaults alpha = beta = 0.01: L2-SP as run by DELTA's reference code (github.com/lixingjian/DELTA).
         for key in ("alpha", "beta"):
             require(self.params[key] >= 0, self.name, f"{key}={self.params[key]} must be >= 0")
         self._transferred: list[tuple[nn.Parameter, torch.Tensor]] = []
         self._new: list[nn.Parameter] = []
         self._device = torch.device("cpu")
 
-    def prepare(self, source_model: nn.Module | None, target_model: nn.Module, train_data: Any,
-                device: torch.device) -> None:
+    def prepare(
+        self, source_model: nn.Module | None, target_model: nn.Module, train_data: Any, device: torch.device
+    ) -> None:
         self.source_model = require_source(self.name, source_model)
         self._transferred, self._new = split_transferred(self.source_model, target_model)
         self._device = device
 
     def param_groups(self, target_model: nn.Module, lr: float) -> list[dict[str, Any]]:
         # The penalty replaces weight decay on every parameter (Li et al. 2018, sec. 3).
-        return [{"params": [p for p in target_model.parameters() if p.requires_grad], "lr": lr, "weight_decay": 0.0}]
+        return trainable_without_decay(target_model, lr)
 
     def penalty(self) -> torch.Tensor:
         """alpha/2 ||w_S - w0_S||^2 + beta/2 ||w_new||^2."""
@@ -70,5 +77,7 @@ class L2SP(Method):
         fresh = squared_norm(list(self._new), self._device)
         return 0.5 * self.params["alpha"] * drift + 0.5 * self.params["beta"] * fresh
 
-    def loss(self, batch: dict[str, torch.Tensor], logits: torch.Tensor, target_model: nn.Module) -> torch.Tensor:
+    def loss(
+        self, batch: dict[str, torch.Tensor], logits: torch.Tensor, target_model: nn.Module
+    ) -> torch.Tensor:
         return base_loss(logits, batch["label"]) + self.penalty()

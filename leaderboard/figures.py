@@ -1,0 +1,142 @@
+"""Figures: critical-difference diagram, per-block gains over the control, learning curve."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from leaderboard.stats import nemenyi_groups  # noqa: E402
+
+DPI = 150
+
+
+REFERENCE_COLOUR = (0.45, 0.45, 0.45, 1.0)
+
+
+def palette(variants: list[str], reference: str | None) -> dict[str, tuple]:
+    """A fixed colour per variant (by name order, so it is stable across builds); grey for the reference."""
+    cmap = plt.get_cmap("tab10")
+    others = [v for v in sorted(variants) if v != reference]
+    return {v: cmap(i % 10) for i, v in enumerate(others)} | {reference: REFERENCE_COLOUR}
+
+
+def cd_diagram(mean_ranks: pd.Series, cd: float, path: Path, subtitle: str) -> None:
+    """Demsar (2006, Fig. 1) critical-difference diagram: rank axis, labelled methods, CD cliques."""
+    ranks = mean_ranks.sort_values()
+    k = len(ranks)
+    groups = nemenyi_groups(ranks.to_numpy(), cd)
+    n_left = math.ceil(k / 2)
+    row_gap, first_row = 0.32, 0.35 + 0.14 * len(groups)
+    bottom = first_row + row_gap * (n_left - 1) + 0.25
+    fig = plt.figure(figsize=(6.5, 0.55 * (bottom + 1.15)))
+    ax = fig.add_axes((0.24, 0.02, 0.52, 0.96))
+    ax.set_xlim(1 - 0.02 * k, k + 0.02 * k)
+    ax.set_ylim(bottom, -1.15)
+    ax.axis("off")
+    ax.hlines(0, 1, k, color="black", linewidth=1.2)
+    for tick in np.arange(1, k + 0.01, 0.5):
+        major = float(tick).is_integer()
+        ax.vlines(tick, 0, -0.1 if major else -0.05, color="black", linewidth=1)
+        if major:
+            ax.text(tick, -0.17, f"{int(tick)}", ha="center", va="bottom", fontsize=10)
+    ax.text((1 + k) / 2, -0.5, "mean rank (1 = best)", ha="center", va="bottom", fontsize=9, color="#444")
+    ax.hlines(-0.85, 1, 1 + cd, color="#b2182b", linewidth=2)
+    ax.vlines([1, 1 + cd], -0.9, -0.8, color="#b2182b", linewidth=2)
+    ax.text(1 + cd / 2, -0.92, f"CD = {cd:.2f}", ha="center", va="bottom", fontsize=9, color="#b2182b")
+    for i, (first, last) in enumerate(groups):
+        y = 0.22 + 0.14 * i
+        ax.hlines(y, ranks.iloc[first] - 0.03, ranks.iloc[last] + 0.03, color="black", linewidth=3.5)
+    names = list(ranks.index)
+    left, right = names[:n_left], names[n_left:][::-1]
+    for side, members in (("left", left), ("right", right)):
+        for row, name in enumerate(members):
+            rank, y = ranks[name], first_row + row_gap * row
+            x_end = 1 - 0.45 if side == "left" else k + 0.45
+            ax.plot([rank, rank, x_end], [0, y, y], color="#333", linewidth=1, clip_on=False)
+            ax.plot(rank, 0, "o", color="#333", markersize=3.5, clip_on=False)
+            label = f"{name}  {rank:.2f}" if side == "left" else f"{rank:.2f}  {name}"
+            ha = "right" if side == "left" else "left"
+            offset = -0.06 if side == "left" else 0.06
+            ax.text(x_end + offset, y, label, ha=ha, va="center", fontsize=10, clip_on=False)
+    fig.suptitle(subtitle, fontsize=9, color="#444", y=-0.02, va="top")
+    fig.savefig(path, dpi=DPI, bbox_inches="tight")
+    plt.close(fig)
+
+
+def gains_plot(
+    gains: pd.DataFrame, order: list[str], colours: dict, ylabel: str, title: str, path: Path
+) -> None:
+    """One box per method of its per-block differences to the control, points by target task, zero line."""
+    methods = [m for m in order if m in set(gains["method"])]
+    tasks = sorted(gains["target_task"].unique())
+    markers = ["o", "s", "^", "D", "v", "P", "X", "*"]
+    fig, ax = plt.subplots(figsize=(max(6.0, 1.1 * len(methods) + 2.5), 4.2))
+    data = [gains.loc[gains["method"] == m, "diff"].to_numpy() for m in methods]
+    boxes = ax.boxplot(data, widths=0.55, patch_artist=True, showfliers=False, medianprops={"color": "black"})
+    for patch, method in zip(boxes["boxes"], methods):
+        patch.set_facecolor((*colours[method][:3], 0.35))
+        patch.set_edgecolor(colours[method])
+    rng = np.random.default_rng(0)
+    for t, task in enumerate(tasks):
+        for i, method in enumerate(methods):
+            values = gains.loc[(gains["method"] == method) & (gains["target_task"] == task), "diff"]
+            x = i + 1 + rng.uniform(-0.16, 0.16, len(values))
+            ax.scatter(
+                x,
+                values,
+                s=16,
+                marker=markers[t % len(markers)],
+                color="#222",
+                alpha=0.7,
+                label=task if i == 0 else None,
+                zorder=3,
+                linewidths=0,
+            )
+    ax.axhline(0, color="#b2182b", linestyle="--", linewidth=1)
+    ax.set_xticks(range(1, len(methods) + 1), methods, rotation=20, ha="right")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=10)
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(title="target task", fontsize=8, title_fontsize=8, frameon=False, loc="best")
+    fig.savefig(path, dpi=DPI, bbox_inches="tight")
+    plt.close(fig)
+
+
+def learning_curve_plot(
+    curve: pd.DataFrame, order: list[str], colours: dict, ylabel: str, title: str, path: Path
+) -> None:
+    """Metric against few-shot K per method (K = 0 shown as 'all'), with bootstrap CI bars."""
+    shots = sorted(curve["few_shot"].unique(), key=lambda k: (k == 0, k))
+    position = {k: i for i, k in enumerate(shots)}
+    methods = [m for m in order if m in set(curve["method"])]
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    for j, method in enumerate(methods):
+        part = curve[curve["method"] == method].sort_values("few_shot", key=lambda s: s.map(position))
+        x = part["few_shot"].map(position) + 0.06 * (j - (len(methods) - 1) / 2)
+        ax.errorbar(
+            x,
+            part["mean"],
+            yerr=[part["mean"] - part["ci_low"], part["ci_high"] - part["mean"]],
+            marker="o",
+            markersize=4,
+            capsize=3,
+            linewidth=1.4,
+            linestyle="--" if colours[method] == REFERENCE_COLOUR else "-",
+            color=colours[method],
+            label=method,
+        )
+    ax.set_xticks(range(len(shots)), [str(k) if k else "all" for k in shots])
+    ax.set_xlabel("few-shot K (target training subjects)")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, frameon=False, loc="best")
+    fig.savefig(path, dpi=DPI, bbox_inches="tight")
+    plt.close(fig)

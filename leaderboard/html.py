@@ -1,0 +1,162 @@
+"""The self-contained static page: inline CSS, tables, figures as base64 PNG data URIs, provenance."""
+
+from __future__ import annotations
+
+import base64
+from html import escape
+from pathlib import Path
+
+from leaderboard.analysis import Report
+from leaderboard.stats import MIN_SEEDS
+from leaderboard.tables import (
+    METRIC_LABELS,
+    Cell,
+    Table,
+    comparisons_table,
+    direction,
+    failed_table,
+    kendall_table,
+    leaderboard_table,
+    missing_table,
+    negative_transfer_table,
+    numeric_columns,
+    omnibus_sentence,
+    provenance_lines,
+    seed_warning,
+    transferability_table,
+)
+
+CSS = """
+body{font-family:-apple-system,"Segoe UI",Roboto,"Helvetica Neue",Arial,sans-serif;margin:0;color:#1d1d1f;
+background:#fafafa;line-height:1.45}
+main{max-width:1180px;margin:0 auto;padding:24px 28px 60px}
+h1{font-size:1.6em;margin:0 0 4px}h2{font-size:1.2em;margin:34px 0 8px;border-bottom:1px solid #ddd;
+padding-bottom:4px}
+.summary{color:#444;margin:0 0 12px}
+.warn{background:#fff4d6;border-left:4px solid #e0a100;padding:8px 12px;margin:10px 0;border-radius:3px}
+table{border-collapse:collapse;margin:8px 0;font-size:.9em;background:#fff;box-shadow:0 0 0 1px #e2e2e2}
+th,td{padding:5px 10px;border-bottom:1px solid #eee;text-align:right;vertical-align:top}
+th{background:#f0f2f5;font-weight:600;border-bottom:2px solid #ccc}
+.text{text-align:left}td.text{max-width:420px}td.num{white-space:nowrap}
+tr:nth-child(even) td{background:#fbfbfc}
+.note{color:#555;font-size:.85em;margin:4px 0;max-width:1000px}
+figure{margin:12px 0;background:#fff;padding:10px;box-shadow:0 0 0 1px #e2e2e2;display:inline-block}
+figure img{max-width:min(100%,880px);height:auto;display:block}
+figcaption{color:#555;font-size:.85em;margin-top:6px;max-width:900px}
+ul.prov{margin:4px 0 10px;padding-left:20px}
+.mixed{color:#b2182b;font-weight:600}
+"""
+
+
+def data_uri(png: Path) -> str:
+    """A PNG file as a base64 data URI."""
+    return "data:image/png;base64," + base64.b64encode(png.read_bytes()).decode("ascii")
+
+
+def _cell(cell: Cell, numeric: bool, tag: str = "td") -> str:
+    text = escape(cell.text).replace("\n", "<br>") + ("†" if cell.dagger else "")
+    if cell.bold and text:
+        text = f"<b>{text}</b>"
+    return f'<{tag} class="num">{text}</{tag}>' if numeric else f'<{tag} class="text">{text}</{tag}>'
+
+
+def html_table(table: Table, table_id: str) -> str:
+    """A titled HTML table with its notes."""
+    parts = [f'<h2 id="{table_id}-title">{escape(table.title)}</h2>']
+    if table.rows:
+        numeric = numeric_columns(table)
+        head = "".join(_cell(Cell(h), n, "th") for h, n in zip(table.headers, numeric))
+        body = "".join(
+            "<tr>" + "".join(_cell(c, n) for c, n in zip(row, numeric)) + "</tr>" for row in table.rows
+        )
+        parts.append(f'<table id="{table_id}"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>')
+    else:
+        parts.append(f'<table id="{table_id}"><tbody><tr><td class="text">none</td></tr></tbody></table>')
+    parts += [f'<p class="note">{escape(n)}</p>' for n in table.notes]
+    return "\n".join(parts)
+
+
+def _figure(png: Path | None, alt: str, caption: str) -> str:
+    if png is None or not png.exists():
+        return f'<p class="note">{escape(caption)}</p>'
+    return (
+        f'<figure><img src="{data_uri(png)}" alt="{escape(alt)}">'
+        f"<figcaption>{escape(caption)}</figcaption></figure>"
+    )
+
+
+def _warnings(report: Report) -> list[str]:
+    p = report.provenance
+    warnings = []
+    if len(p["code_versions"]) > 1:
+        warnings.append(f"These tables mix code versions: {', '.join(p['code_versions'])}.")
+    if report.n_seeds < MIN_SEEDS:
+        warnings.append(seed_warning(report.n_seeds))
+    if p["n_failed_cells"] or len(p["missing"]):
+        warnings.append(
+            f"{p['n_failed_cells']} failed and {len(p['missing'])} missing cell(s): see Provenance; "
+            "the tables use only blocks that every method has."
+        )
+    return warnings
+
+
+def page(report: Report, figures: dict[str, Path]) -> str:
+    """The whole leaderboard page as one HTML string (no external resources)."""
+    opts = report.options
+    label = METRIC_LABELS[opts.metric]
+    summary = (
+        f"{label} ({direction(report)}) · N = {report.n_blocks} blocks · "
+        f"{report.n_seeds} seeds · {len(report.variants)} methods · control: {opts.control} · "
+        f"scratch: {opts.scratch} · α = {opts.alpha:g}"
+    )
+    body = [f"<h1>ntbench leaderboard — {escape(label)}</h1>", f'<p class="summary">{escape(summary)}</p>']
+    body += [f'<div class="warn">{escape(w)}</div>' for w in _warnings(report)]
+    body.append(html_table(leaderboard_table(report), "leaderboard"))
+    body.append('<h2 id="omnibus-title">Omnibus test and critical difference</h2>')
+    body.append(f'<p id="omnibus">{escape(omnibus_sentence(report))}</p>')
+    body.append(
+        _figure(
+            figures.get("cd_diagram"),
+            "critical-difference diagram",
+            "Critical-difference diagram (Demsar 2006): mean Friedman rank per method; methods joined by a "
+            "bar do not differ significantly by the Nemenyi test.",
+        )
+    )
+    if not report.comparisons.empty:
+        body.append(html_table(comparisons_table(report), "comparisons"))
+        body.append(
+            _figure(
+                figures.get("gains"),
+                "per-block differences to the control",
+                f"Per-block differences of each method to {opts.control} (seeds averaged); "
+                "the dashed line is no difference.",
+            )
+        )
+    if not report.negative_transfer.empty:
+        body.append(html_table(negative_transfer_table(report), "negative-transfer"))
+    if not report.learning_curve.empty:
+        body.append('<h2 id="learning-curve-title">Learning curve</h2>')
+        body.append(
+            _figure(
+                figures.get("learning_curve"),
+                "learning curve",
+                f"Mean {label} per few-shot K on the blocks all methods share at that K; bars: "
+                f"{round(100 * (1 - opts.alpha))}% hierarchical-bootstrap CI.",
+            )
+        )
+    if not report.transferability.empty:
+        body.append(html_table(transferability_table(report), "transferability"))
+        body.append(html_table(kendall_table(report), "kendall"))
+    body.append('<h2 id="provenance-title">Provenance</h2>')
+    items = []
+    for line in provenance_lines(report):
+        css = ' class="mixed"' if "MIXED" in line else ""
+        items.append(f"<li{css}>{escape(line)}</li>")
+    body.append(f'<ul class="prov" id="provenance">{"".join(items)}</ul>')
+    body.append(html_table(failed_table(report), "failed"))
+    body.append(html_table(missing_table(report), "missing"))
+    return (
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+        f"<title>ntbench leaderboard — {escape(label)}</title><style>{CSS}</style></head>"
+        f"<body><main>\n" + "\n".join(body) + "\n</main></body></html>\n"
+    )

@@ -1,0 +1,60 @@
+"""Freezing transferred layers: the frozen part keeps its source weights and normalisation statistics."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+from torch.nn.modules.batchnorm import _NormBase
+
+from methods.base import HParam, Method, register_method
+from methods.features import require_attr
+
+
+def norm_modules(roots: list[nn.Module]) -> list[nn.Module]:
+    """BatchNorm / InstanceNorm modules (those that can hold running statistics) under ``roots``."""
+    return [m for root in roots for m in root.modules() if isinstance(m, _NormBase)]
+
+
+def scope_modules(method: str, model: nn.Module, scope: str) -> list[nn.Module]:
+    """The modules a scope names: the encoder stages, or the whole body (encoder + decoder)."""
+    require_attr(method, model, "encoder" if scope == "encoder" else "body")
+    return [model.get_submodule(n) for n in model.encoder] if scope == "encoder" else [model.body]
+
+
+def set_frozen(roots: list[nn.Module], frozen: bool, training: bool) -> None:
+    """Freeze (no gradients, normalisation layers in eval mode) or release the modules ``roots``."""
+    for root in roots:
+        root.requires_grad_(not frozen)
+    for m in norm_modules(roots):
+        m.train(training and not frozen)
+
+
+@register_method("freeze")
+class Freeze(Method):
+    """Keep `scope` at its source weights and norm statistics (out of the optimiser); train the rest."""
+
+    hparams = {
+        "scope": HParam(
+            "encoder",
+            "part kept at its source weights and statistics (encoder+decoder: head only)",
+            choices=("encoder", "encoder+decoder"),
+        ),
+    }
+
+    def __init__(self, **params: Any) -> None:
+        super().__init__(**params)
+        self._norms: list[nn.Module] = []
+
+    def prepare(
+        self, source_model: nn.Module | None, target_model: nn.Module, train_data: Any, device: torch.device
+    ) -> None:
+        super().prepare(source_model, target_model, train_data, device)
+        roots = scope_modules(self.name, target_model, self.params["scope"])
+        set_frozen(roots, frozen=True, training=target_model.training)
+        self._norms = norm_modules(roots)
+
+    def on_step(self, step: int, target_model: nn.Module) -> None:
+        for m in self._norms:  # target_model.train() would resume updating their running statistics
+            m.eval()

@@ -1,0 +1,188 @@
+"""Bad input gives one line and exit status 2; awkward stores give clear output, never a traceback."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from conftest import METHODS, TASKS, run_build
+
+ROOT = Path(__file__).resolve().parents[2]
+FAST = ("--n-boot", "200")
+
+
+def cli(*args: str) -> subprocess.CompletedProcess:
+    """Run ``python -m leaderboard.build`` in a fresh process."""
+    return subprocess.run(
+        [sys.executable, "-m", "leaderboard.build", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def assert_one_line_error(result: subprocess.CompletedProcess, *fragments: str) -> None:
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, lines
+    for fragment in fragments:
+        assert fragment in lines[0]
+
+
+def test_nonexistent_folder(tmp_path: Path) -> None:
+    assert_one_line_error(
+        cli("--results", str(tmp_path / "nope"), "--out", str(tmp_path / "o")), "--results", "nope"
+    )
+
+
+def build_error(capsys, results: Path, out: Path, *extra: str) -> str:
+    """Run the command in-process, expect exit status 2 and return its single stderr line."""
+    try:
+        status = run_build(results, out, *extra)
+    except SystemExit as exc:  # argparse rejects --metric/--alpha values itself
+        status = exc.code
+    err = capsys.readouterr().err.strip().splitlines()
+    assert status == 2 and len(err) == 1, err
+    return err[0]
+
+
+def test_empty_folder(tmp_path: Path, capsys) -> None:
+    (tmp_path / "empty").mkdir()
+    assert "no *.parquet" in build_error(capsys, tmp_path / "empty", tmp_path / "o")
+
+
+@pytest.mark.parametrize(
+    ("extra", "fragment"),
+    [
+        (("--control", "foo"), "--control foo: unknown method"),
+        (("--metric", "iou"), "--metric"),
+        (("--region", "WT"), "--region WT"),
+        (("--scratch", "nothing"), "--scratch nothing"),
+        (("--control", "trm"), "ambiguous"),
+        (("--few-shot", "3"), "--few-shot 3"),
+        (("--alpha", "1.5"), "--alpha"),
+        (("--n-boot", "5"), "--n-boot"),
+    ],
+)
+def test_bad_options(default_store: Path, tmp_path: Path, capsys, extra, fragment) -> None:
+    assert fragment in build_error(capsys, default_store, tmp_path / "o", *extra)
+
+
+def test_bad_parquet_and_missing_columns(tmp_path: Path, capsys) -> None:
+    results = tmp_path / "r"
+    (results / "cells").mkdir(parents=True)
+    (results / "cells" / "x.parquet").write_text("not parquet")
+    assert "x.parquet" in build_error(capsys, results, tmp_path / "o")
+    pd.DataFrame({"cell_key": ["a"]}).to_parquet(results / "cells" / "x.parquet")
+    assert "missing column" in build_error(capsys, results, tmp_path / "o")
+
+
+def test_unwritable_out(default_store: Path, tmp_path: Path, capsys) -> None:
+    (tmp_path / "file").write_text("")
+    assert "--out" in build_error(capsys, default_store, tmp_path / "file", *FAST)
+
+
+def test_all_cells_failed(store_factory, tmp_path: Path, capsys) -> None:
+    failed = tuple((v, t, s) for v in METHODS for t in TASKS for s in range(3))
+    store = store_factory(seeds=3, failed=failed)
+    assert run_build(store, tmp_path / "o", *FAST) == 2
+    assert "no successful result" in capsys.readouterr().err
+
+
+def test_failed_and_missing_cells_are_shown(store_factory, tmp_path: Path, capsys) -> None:
+    store = store_factory(failed=(("bss", "02-t1-TC", 1),), missing=(("l2sp", "t1-GM", 4),))
+    assert run_build(store, tmp_path / "o", *FAST) == 0
+    assert "1 failed, 1 missing" in capsys.readouterr().out
+    markdown = (tmp_path / "o" / "leaderboard.md").read_text()
+    assert "## Failed cells (1)" in markdown and "CUDA out of memory" in markdown
+    assert "## Missing cells (1)" in markdown and "| l2sp | t2-GM → t1-GM | 4 |" in markdown
+    comparisons = pd.read_csv(tmp_path / "o" / "comparisons.csv")
+    by_scope = comparisons.groupby("scope")["n_seeds"].max()
+    assert by_scope["02-t1-TC"] == 4 and by_scope["t1-GM"] == 4 and by_scope["all"] == 5
+    html = (tmp_path / "o" / "index.html").read_text()
+    assert "CUDA out of memory" in html and "1 failed and 1 missing" in html
+
+
+def test_single_method(store_factory, tmp_path: Path, capsys) -> None:
+    store = store_factory(methods={"finetune": METHODS["finetune"]})
+    assert run_build(store, tmp_path / "o", *FAST) == 0
+    out = capsys.readouterr().out
+    assert "only one method (finetune): nothing to compare" in out
+    assert pd.read_csv(tmp_path / "o" / "comparisons.csv").empty
+    omnibus = json.loads((tmp_path / "o" / "omnibus.json").read_text())
+    assert omnibus["k"] == 1 and "3 or more methods" in omnibus["note"]
+    assert not (tmp_path / "o" / "cd_diagram.png").exists()
+    assert (tmp_path / "o" / "index.html").exists()
+
+
+def test_default_control_absent_is_reported_not_fatal(store_factory, tmp_path: Path, capsys) -> None:
+    store = store_factory(methods={k: METHODS[k] for k in ("scratch", "l2sp", "bss")})
+    assert run_build(store, tmp_path / "o", *FAST) == 0
+    assert "no comparisons: control 'finetune' not in the store" in capsys.readouterr().out
+    assert not pd.read_csv(tmp_path / "o" / "negative_transfer.csv").empty
+    assert run_build(store, tmp_path / "o2", "--control", "l2sp", *FAST) == 0
+    assert len(pd.read_csv(tmp_path / "o2" / "comparisons.csv")) == 6
+
+
+def test_single_task_small_n_and_mixed_code_versions(store_factory, tmp_path: Path) -> None:
+    tasks = {"t1-GM": TASKS["t1-GM"]}
+    store = store_factory(tasks=tasks, subjects=4, code_versions=("3f2a9c1", "77e0b2d"))
+    assert run_build(store, tmp_path / "o", *FAST) == 0
+    comparisons = pd.read_csv(tmp_path / "o" / "comparisons.csv")
+    assert set(comparisons["scope"]) == {"all", "t1-GM"}
+    assert comparisons["p_value"].isna().all() and comparisons["note"].str.contains("n too small").all()
+    markdown = (tmp_path / "o" / "leaderboard.md").read_text()
+    assert "| n too small |" in markdown and "mixes code versions (3f2a9c1, 77e0b2d)" in markdown
+    leaderboard_rows = [
+        line for line in markdown.split("## Comparisons")[0].splitlines() if line.startswith("| ")
+    ]
+    assert leaderboard_rows and not any("†" in line for line in leaderboard_rows)
+    assert "mix code versions" in (tmp_path / "o" / "index.html").read_text()
+    assert "mixes code versions" in (tmp_path / "o" / "leaderboard.tex").read_text()
+
+
+def test_learning_curve_and_few_shot_filter(store_factory, tmp_path: Path) -> None:
+    store = store_factory(
+        few_shots=(1, 3, 0),
+        seeds=3,
+        subjects=4,
+        methods={k: METHODS[k] for k in ("scratch", "finetune", "trm(alpha=1)", "trm(alpha=2)")},
+    )
+    assert run_build(store, tmp_path / "o", *FAST) == 0
+    assert (tmp_path / "o" / "learning_curve.png").stat().st_size > 10_000
+    assert "K=1" in (tmp_path / "o" / "leaderboard.md").read_text()  # pooled settings are stated
+    assert run_build(store, tmp_path / "o1", "--few-shot", "1", *FAST) == 0
+    table = pd.read_csv(tmp_path / "o1" / "leaderboard.csv")
+    assert (table["n_blocks"] == 4).all()
+
+
+def test_region_filter_and_no_scores(store_factory, tmp_path: Path) -> None:
+    store = store_factory(scores=False, seeds=3)
+    assert run_build(store, tmp_path / "o", "--region", "GM", *FAST) == 0
+    assert set(pd.read_csv(tmp_path / "o" / "leaderboard.csv")["target_task"]) == {"t1-GM"}
+    assert not (tmp_path / "o" / "transferability.csv").exists()
+
+
+def test_transferability_outputs(default_build: Path) -> None:
+    table = pd.read_csv(default_build / "transferability.csv")
+    assert len(table) == 2 and {"leep", "nce", "gain", "verdict"} <= set(table.columns)
+    taus = json.loads((default_build / "omnibus.json").read_text())["transferability_kendall"]
+    assert {(t["level"], t["score"]) for t in taus} >= {("transfer", "leep"), ("transfer × seed", "nce")}
+
+
+def test_leaderboard_imports_no_torch_or_sibling_packages() -> None:
+    code = (
+        "import sys, leaderboard.build; "
+        "bad = [m for m in ('torch', 'benchmarks', 'methods', 'datasets') if m in sys.modules]; "
+        "print(bad); sys.exit(1 if bad else 0)"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stdout + result.stderr

@@ -1,0 +1,118 @@
+"""End-to-end CLI on the phantom, and every bad input: one line, exit 2, store untouched."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from benchmarks.run import main
+
+STEPS = ["--steps", "2"]
+
+
+@pytest.fixture(scope="module")
+def run_dirs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    out, cache = tmp_path_factory.mktemp("out"), tmp_path_factory.mktemp("cache")
+    assert main(["--method", "finetune", "scratch", "--out", str(out), "--cache-dir", str(cache), *STEPS]) == 0
+    return out, cache
+
+
+def _snapshot(folder: Path) -> dict[str, str]:
+    return {
+        str(p.relative_to(folder)): hashlib.sha1(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
+
+
+def test_end_to_end_rows(run_dirs: tuple[Path, Path], capsys: pytest.CaptureFixture) -> None:
+    out, _ = run_dirs
+    rows = pd.concat([pd.read_parquet(p) for p in (out / "cells").glob("*.parquet")])
+    assert set(rows["method"]) == {"finetune", "scratch"}
+    assert (rows["status"] == "ok").all()
+    assert rows["dice"].between(0, 1).all() and rows["hd95"].notna().all()
+    assert rows["cell_key"].str.len().eq(16).all()
+    assert {"code_version", "torch_version", "device", "wall_s"} <= set(rows.columns)
+
+
+def test_rerun_skips_finished_cells(run_dirs: tuple[Path, Path], capsys: pytest.CaptureFixture) -> None:
+    out, cache = run_dirs
+    before = _snapshot(out)
+    capsys.readouterr()
+    assert main(["--method", "finetune", "scratch", "--out", str(out), "--cache-dir", str(cache), *STEPS]) == 0
+    captured = capsys.readouterr()
+    assert "running 0" in captured.err
+    assert _snapshot(out) == before
+    assert "finetune" in captured.out and "scratch" in captured.out
+    assert "cannot establish a difference" in captured.out
+
+
+BAD = {
+    "unknown method": (["--method", "nope"], "unknown method 'nope'"),
+    "unknown backbone": (["--backbone", "resnet999"], "unknown backbone 'resnet999'"),
+    "unknown dataset": (["--dataset", "nope"], "unknown dataset 'nope'"),
+    "missing data root": (["--dataset", "fets2021", "--data-root", "/nonexistent/fets"], "/nonexistent/fets"),
+    "missing region": (["--source", "01-t1-WT", "--target", "01-t1-XX"], "unknown region 'XX'"),
+    "missing modality": (["--source", "01-pd-WT", "--target", "01-t1-WT"], "unknown modality 'pd'"),
+    "bad param": (["--param", "finetune.nope=1"], "unknown hyperparameter"),
+    "few-shot too large": (["--few-shot", "500"], "--few-shot 500 exceeds"),
+    "unknown suite": (["--suite", "nope"], "unknown suite 'nope'"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD))
+def test_bad_input_one_line_exit_2_store_intact(
+    case: str, run_dirs: tuple[Path, Path], capsys: pytest.CaptureFixture
+) -> None:
+    out, cache = run_dirs
+    before = _snapshot(out)
+    capsys.readouterr()
+    args, message = BAD[case]
+    assert main([*args, "--out", str(out), "--cache-dir", str(cache), *STEPS]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1, err
+    assert message in err
+    assert _snapshot(out) == before
+
+
+def test_data_root_not_in_layout(tmp_path: Path, run_dirs: tuple[Path, Path], capsys: pytest.CaptureFixture) -> None:
+    out, cache = run_dirs
+    (tmp_path / "random.txt").write_text("not a dataset")
+    before = _snapshot(out)
+    assert (
+        main(
+            [
+                "--dataset",
+                "fets2021",
+                "--data-root",
+                str(tmp_path),
+                "--out",
+                str(out),
+                "--cache-dir",
+                str(cache),
+                *STEPS,
+            ]
+        )
+        == 2
+    )
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and str(tmp_path) in err
+    assert _snapshot(out) == before
+
+
+def test_unwritable_out(tmp_path: Path, run_dirs: tuple[Path, Path], capsys: pytest.CaptureFixture) -> None:
+    _, cache = run_dirs
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    assert main(["--out", str(blocker / "results"), "--cache-dir", str(cache), *STEPS]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "--out" in err
+
+
+def test_list_methods(capsys: pytest.CaptureFixture) -> None:
+    assert main(["--list-methods"]) == 0
+    text = capsys.readouterr().out
+    assert "finetune" in text and "scratch" in text and "encoder_lr_mult" in text

@@ -1,0 +1,60 @@
+"""Cell keys: stable, sensitive to everything that changes a result, blind to the rest."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from benchmarks.config import Budget, Cell, transfer_type
+
+
+def _cell(**kw) -> Cell:
+    base = dict(
+        suite="default",
+        dataset="phantom",
+        source_task="01-t2-WT",
+        target_task="01-t1-WT",
+        method="finetune",
+        backbone="unet",
+        seed=0,
+    )
+    return Cell(**{**base, **kw})
+
+
+def test_key_is_stable_and_ignores_suite_name() -> None:
+    assert _cell().key == _cell().key
+    assert _cell(suite="other").key == _cell().key
+
+
+def test_key_changes_with_every_result_input() -> None:
+    base = _cell()
+    variants = [
+        _cell(seed=1),
+        _cell(method="trm"),
+        _cell(backbone="basicunet"),
+        _cell(few_shot=2),
+        _cell(target_task="01-t1-TC"),
+        _cell(method_params={"encoder_lr_mult": 0.1}),
+        replace(base, budget=replace(Budget(), target_steps=10)),
+        _cell(dataset_options={"partitioning": 2}),
+    ]
+    keys = {v.key for v in variants}
+    assert base.key not in keys and len(keys) == len(variants)
+
+
+def test_param_order_does_not_matter() -> None:
+    assert _cell(method_params={"a": 1, "b": 2}).key == _cell(method_params={"b": 2, "a": 1}).key
+
+
+def test_scratch_key_ignores_source_budget() -> None:
+    a = _cell(source_task="", method="scratch")
+    b = replace(a, budget=replace(Budget(), source_steps=5))
+    assert a.key == b.key and a.transfer == "scratch->01-t1-WT"
+
+
+def test_transfer_type() -> None:
+    assert transfer_type("01-t2-WT", "01-t1-WT", True) == "cross-modality"
+    assert transfer_type("01-t1-WT", "01-t1-TC", True) == "cross-task"
+    assert transfer_type("01-t1-WT", "02-t1-WT", True) == "cross-group"
+    assert transfer_type("01-t2-WT", "02-t1-TC", True) == "mixed"
+    assert transfer_type("t1-CSF", "t2-CSF", False) == "cross-modality"
+    assert transfer_type("", "t2-CSF", False) == "none"
