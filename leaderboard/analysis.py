@@ -10,7 +10,16 @@ import pandas as pd
 from scipy import stats as sps
 
 from leaderboard import stats
-from leaderboard.blocks import METRICS, SEED_GROUP, SETTING, STRATUM, block_means, paired_units, unit_table
+from leaderboard.blocks import (
+    METRICS,
+    SEED_GROUP,
+    SETTING,
+    STRATUM,
+    block_means,
+    paired_units,
+    seeds_per_group,
+    unit_table,
+)
 from leaderboard.errors import LeaderboardError
 from leaderboard.store import provenance
 
@@ -66,6 +75,7 @@ class Report:
     variants: list[str]
     n_blocks: int
     n_seeds: int
+    max_seeds: int
     tasks: dict[str, str]
     overall: pd.DataFrame
     leaderboard: pd.DataFrame
@@ -79,6 +89,7 @@ class Report:
     provenance: dict
     settings: pd.DataFrame
     dropped_units: dict[str, int]
+    without_results: list[str]
 
 
 def resolve_variant(name: str, variants: list[str], option: str) -> str:
@@ -110,7 +121,7 @@ def compare(units: pd.DataFrame, method: str, reference: str, options: Options) 
         rng_seed=options.bootstrap_seed,
     )
     test = stats.wilcoxon_paired(blocks[method], blocks[reference])
-    n_seeds = int(unit_diff["seed"].nunique())
+    n_seeds = int(seeds_per_group(paired.index).min())
     too_small = stats.min_wilcoxon_p(test.n_nonzero) > options.alpha
     notes = []
     if too_small:
@@ -268,7 +279,7 @@ def learning_curve_frame(units: pd.DataFrame, options: Options) -> pd.DataFrame:
         frame = common.reset_index()
         strata = frame.groupby(STRATUM, observed=True).ngroup()
         groups = frame.groupby(SEED_GROUP, observed=True).ngroup()
-        n_seeds = int(frame["seed"].nunique())
+        n_seeds = int(seeds_per_group(common.index).min())
         n_blocks = len(block_means(common))
         for variant in common.columns:
             low, high = stats.hierarchical_bootstrap_ci(
@@ -367,7 +378,8 @@ def analyse(df: pd.DataFrame, options: Options) -> Report:
     )
     overall = _summaries(blocks, ranks, []).set_index("method").sort_values(["mean_rank", "method"])
     variants = list(overall.index)
-    n_seeds = int(common.index.get_level_values("seed").nunique())
+    seed_counts = seeds_per_group(common.index)
+    n_seeds = int(seed_counts.min())
     leaderboard = _summaries(blocks, ranks, ["target_task"])
     types = _task_types(blocks)
     leaderboard.insert(2, "transfer_type", leaderboard["target_task"].map(types))
@@ -383,6 +395,7 @@ def analyse(df: pd.DataFrame, options: Options) -> Report:
         variants=variants,
         n_blocks=len(blocks),
         n_seeds=n_seeds,
+        max_seeds=int(seed_counts.max()),
         tasks=types,
         overall=overall,
         leaderboard=leaderboard.reset_index(drop=True),
@@ -400,4 +413,5 @@ def analyse(df: pd.DataFrame, options: Options) -> Report:
         provenance=provenance(df, options.scratch),
         settings=blocks.index.to_frame(index=False)[SETTING].drop_duplicates().reset_index(drop=True),
         dropped_units={v: int(units[v].notna().sum() - len(common)) for v in variants},
+        without_results=sorted(set(df["variant"]) - set(variants)),
     )

@@ -43,3 +43,8 @@ def paired_units(units: pd.DataFrame, variants: list[str]) -> pd.DataFrame:
 def block_means(paired: pd.DataFrame) -> pd.DataFrame:
     """Average paired units over seeds: one row per block."""
     return paired.groupby(level=BLOCK, observed=True).mean()
+
+
+def seeds_per_group(index: pd.MultiIndex) -> pd.Series:
+    """Number of distinct seeds behind each seed group (target task and setting) of a unit index."""
+    return index.to_frame(index=False).groupby(SEED_GROUP, observed=True)["seed"].nunique()

@@ -15,7 +15,7 @@ from leaderboard.errors import LeaderboardError
 from leaderboard.html import page
 from leaderboard.stats import MIN_SEEDS
 from leaderboard.store import load_store
-from leaderboard.tables import METRIC_LABELS, direction, leaderboard_table, to_latex, to_markdown
+from leaderboard.tables import METRIC_LABELS, direction, leaderboard_table, seeds_label, to_latex, to_markdown
 
 PROG = "python -m leaderboard.build"
 
@@ -63,6 +63,10 @@ def _resolve(name: str | None, default: str, variants: list[str], option: str) -
 def build(args: argparse.Namespace) -> Report:
     """Read the store, compute everything and write every output file into ``args.out``."""
     df = load_store(args.results)
+    try:
+        args.out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise LeaderboardError(f"--out {args.out}: cannot create the folder ({exc.strerror or exc})") from exc
     ok = df["status"] == "ok"
     if args.region is not None:
         regions = sorted(df.loc[ok, "region"].unique())
@@ -86,7 +90,6 @@ def build(args: argparse.Namespace) -> Report:
     )
     report = analyse(df, options)
     try:
-        args.out.mkdir(parents=True, exist_ok=True)
         write_outputs(report, args.out)
     except OSError as exc:
         raise LeaderboardError(f"--out {args.out}: cannot write ({exc.strerror or exc})") from exc
@@ -127,15 +130,15 @@ def _figures(report: Report, out: Path) -> dict[str, Path]:
     colours = figures.palette(report.variants, opts.scratch)
     made: dict[str, Path] = {}
     level = round(100 * (1 - opts.alpha))
-    caveat = f"; only {report.n_seeds} seed(s): not conclusive" if report.n_seeds < MIN_SEEDS else ""
+    caveat = f"; not conclusive: fewer than {MIN_SEEDS} seeds" if report.n_seeds < MIN_SEEDS else ""
     if report.omnibus["nemenyi_cd"] is not None:
         made["cd_diagram"] = out / "cd_diagram.png"
         figures.cd_diagram(
             report.overall["mean_rank"],
             report.omnibus["nemenyi_cd"],
             made["cd_diagram"],
-            f"{label}: mean ranks over N = {report.n_blocks} blocks ({report.n_seeds} seeds); Nemenyi "
-            f"α = {opts.alpha:g}; bars join methods not significantly different{caveat}",
+            f"{label}: mean ranks over N = {report.n_blocks} blocks ({seeds_label(report)} seeds{caveat})\n"
+            f"bars join methods not significantly different (Nemenyi, α = {opts.alpha:g})",
         )
     if not report.gains.empty:
         made["gains"] = out / "gains.png"
@@ -145,7 +148,7 @@ def _figures(report: Report, out: Path) -> dict[str, Path]:
             colours,
             f"Δ {label} vs {opts.control}",
             f"Per-block difference to {opts.control} ({direction(report)})\n"
-            f"N = {report.n_blocks} blocks, {report.n_seeds} seeds averaged per block{caveat}",
+            f"N = {report.n_blocks} blocks, {seeds_label(report)} seeds averaged per block{caveat}",
             made["gains"],
         )
     if not report.learning_curve.empty:
@@ -166,19 +169,21 @@ def _figures(report: Report, out: Path) -> dict[str, Path]:
 
 def _summary(report: Report) -> str:
     opts = report.options
+    p = report.provenance
     lines = [
-        f"leaderboard: {len(report.variants)} methods, N = {report.n_blocks} blocks, {report.n_seeds} seeds, "
-        f"{report.provenance['n_cells']} cells ({report.provenance['n_failed_cells']} failed, "
-        f"{len(report.provenance['missing'])} missing)"
+        f"leaderboard: {len(report.variants)} method(s), N = {report.n_blocks} blocks, {seeds_label(report)} "
+        f"seeds, {p['n_cells']} cells ({p['n_failed_cells']} failed, {len(p['missing'])} missing)"
     ]
     if len(report.variants) == 1:
         lines.append(f"only one method ({report.variants[0]}): nothing to compare")
     elif report.comparisons.empty:
         lines.append(
-            f"no comparisons: control '{opts.control or 'finetune'}' not in the store (use --control)"
+            f"no comparisons: no result of control '{opts.control or 'finetune'}' here (use --control)"
         )
     if report.negative_transfer.empty:
-        lines.append("no negative-transfer table: no scratch results to compare with (use --scratch)")
+        lines.append("no negative-transfer table: no scratch result to compare with (use --scratch)")
+    if report.without_results:
+        lines.append(f"no successful result (left out): {', '.join(report.without_results)}")
     if report.n_seeds < MIN_SEEDS:
         lines.append(f"only {report.n_seeds} seed(s): the results cannot establish a difference")
     if len(report.provenance["code_versions"]) > 1:

@@ -58,12 +58,12 @@ def cd_diagram(mean_ranks: pd.Series, cd: float, path: Path, subtitle: str) -> N
     for side, members in (("left", left), ("right", right)):
         for row, name in enumerate(members):
             rank, y = ranks[name], first_row + row_gap * row
-            x_end = 1 - 0.45 if side == "left" else k + 0.45
+            x_end = 1 - 0.09 * (k - 1) if side == "left" else k + 0.09 * (k - 1)
             ax.plot([rank, rank, x_end], [0, y, y], color="#333", linewidth=1, clip_on=False)
             ax.plot(rank, 0, "o", color="#333", markersize=3.5, clip_on=False)
             label = f"{name}  {rank:.2f}" if side == "left" else f"{rank:.2f}  {name}"
             ha = "right" if side == "left" else "left"
-            offset = -0.06 if side == "left" else 0.06
+            offset = (-0.012 if side == "left" else 0.012) * (k - 1)
             ax.text(x_end + offset, y, label, ha=ha, va="center", fontsize=10, clip_on=False)
     fig.suptitle(subtitle, fontsize=9, color="#444", y=-0.02, va="top")
     fig.savefig(path, dpi=DPI, bbox_inches="tight")

@@ -23,6 +23,7 @@ from leaderboard.tables import (
     omnibus_sentence,
     provenance_lines,
     seed_warning,
+    seeds_label,
     transferability_table,
 )
 
@@ -106,7 +107,7 @@ def page(report: Report, figures: dict[str, Path]) -> str:
     label = METRIC_LABELS[opts.metric]
     summary = (
         f"{label} ({direction(report)}) · N = {report.n_blocks} blocks · "
-        f"{report.n_seeds} seeds · {len(report.variants)} methods · control: {opts.control} · "
+        f"{seeds_label(report)} seeds · {len(report.variants)} method(s) · control: {opts.control} · "
         f"scratch: {opts.scratch} · α = {opts.alpha:g}"
     )
     body = [f"<h1>ntbench leaderboard — {escape(label)}</h1>", f'<p class="summary">{escape(summary)}</p>']

@@ -88,25 +88,36 @@ def hierarchical_bootstrap_ci(
     blocks even when a failed cell leaves a stratum with fewer seeds.
     """
     frame = pd.DataFrame({"value": np.asarray(values, dtype=float), "seed": seeds, "cluster": clusters})
-    frame["stratum"] = 0 if strata is None else np.asarray(strata)
+    frame["stratum"] = pd.factorize(np.zeros(len(frame)) if strata is None else np.asarray(strata))[0]
     frame["group"] = 0 if groups is None else np.asarray(groups)
     sums = frame.groupby(["group", "stratum", "seed", "cluster"])["value"].agg(["sum", "count"])
-    per_stratum = frame.groupby("stratum").agg(rows=("value", "size"), seeds=("seed", "nunique"))
-    weights = (per_stratum["rows"] / per_stratum["seeds"]).to_numpy()
-    position = {stratum: i for i, stratum in enumerate(per_stratum.index)}
-    total = np.zeros((len(position), n_boot))
-    count = np.zeros((len(position), n_boot))
+    group, stratum, seed = (
+        sums.index.get_level_values(name).to_numpy() for name in ("group", "stratum", "seed")
+    )
+    cluster_sums, cluster_counts = sums["sum"].to_numpy(), sums["count"].to_numpy()
+    # Contiguous runs of clusters sharing (group, stratum, seed): the index is sorted.
+    new_run = np.r_[True, (group[1:] != group[:-1]) | (stratum[1:] != stratum[:-1]) | (seed[1:] != seed[:-1])]
+    starts = np.flatnonzero(new_run)
+    ends = np.r_[starts[1:], len(group)]
+    n_strata = int(stratum.max()) + 1
+    rows = np.bincount(frame["stratum"], minlength=n_strata)
+    weights = rows / frame.groupby("stratum")["seed"].nunique().to_numpy()
+    total = np.zeros((n_strata, n_boot))
+    count = np.zeros((n_strata, n_boot))
     rng = np.random.default_rng(rng_seed)
+    picks: dict = {}
     # Two-stage (seed, then subject) resampling (Davison & Hinkley 1997, Sec. 3.8; Saravanan et al. 2020).
-    for _, in_group in sums.groupby(level="group"):
-        seed_labels = in_group.index.get_level_values("seed").unique()
-        picks = rng.multinomial(len(seed_labels), np.full(len(seed_labels), 1.0 / len(seed_labels)), n_boot)
-        slots = np.arange(picks.max())
-        for (stratum, seed), cells in in_group.groupby(level=["stratum", "seed"]):
-            used = slots[None, :] < picks[:, [seed_labels.get_loc(seed)]]
-            draw = rng.integers(0, len(cells), size=(n_boot, len(slots), len(cells)))
-            total[position[stratum]] += (cells["sum"].to_numpy()[draw].sum(axis=-1) * used).sum(axis=1)
-            count[position[stratum]] += (cells["count"].to_numpy()[draw].sum(axis=-1) * used).sum(axis=1)
+    for start, end in zip(starts, ends):
+        g = group[start]
+        if g not in picks:
+            labels = list(np.unique(seed[group == g]))
+            picks[g] = (labels, rng.multinomial(len(labels), np.full(len(labels), 1.0 / len(labels)), n_boot))
+        labels, counts = picks[g]
+        slots = np.arange(counts.max())
+        used = slots[None, :] < counts[:, [labels.index(seed[start])]]
+        draw = rng.integers(start, end, size=(n_boot, len(slots), end - start))
+        total[stratum[start]] += (cluster_sums[draw].sum(axis=-1) * used).sum(axis=1)
+        count[stratum[start]] += (cluster_counts[draw].sum(axis=-1) * used).sum(axis=1)
     with np.errstate(invalid="ignore"):
         means = total / count
     present = count > 0

@@ -71,6 +71,12 @@ def _significant(report: Report) -> set[tuple[str, str]]:
     return set(zip(hits["method"], hits["scope"]))
 
 
+def seeds_label(report: Report) -> str:
+    """Seeds behind the blocks: ``5``, or ``4–5`` when a failed or missing cell cost a target task seeds."""
+    low, high = report.n_seeds, report.max_seeds
+    return f"{low}" if low == high else f"{low}–{high}"
+
+
 def seed_warning(n_seeds: int) -> str:
     """The sentence every table carries when too few seeds stand behind it."""
     return (
@@ -114,14 +120,16 @@ def _notes(report: Report) -> list[str]:
     opts = report.options
     notes = [
         f"Mean ± std over N = {report.n_blocks} blocks; a block is one (transfer, test subject, region) "
-        f"with its seeds averaged ({report.n_seeds} seeds); all {len(report.variants)} methods are "
-        "compared on the same blocks. Bold: best per column. Mean rank: Friedman ranks, 1 = best."
+        f"with its seeds averaged ({seeds_label(report)} seeds); every method is compared on the same "
+        "blocks. Bold: best per column. Mean rank: Friedman ranks, 1 = best."
     ]
     if opts.control in report.variants and len(report.variants) > 1:
         notes.append(
             f"†: differs from {opts.control} (two-sided Wilcoxon signed-rank test on blocks, Holm-corrected "
             f"per scope, α = {opts.alpha:g}, at least {MIN_SEEDS} seeds)."
         )
+    elif len(report.variants) == 1:
+        notes.append("Only one method: nothing to compare.")
     else:
         notes.append(f"No comparison: control '{opts.control}' is not among the methods compared here.")
     if report.n_seeds < MIN_SEEDS:
@@ -138,6 +146,11 @@ def _notes(report: Report) -> list[str]:
         notes.append(
             "Left out so that all methods share the same blocks (units = one seed of one block, which "
             f"another method lacks through a failed or missing cell): {listed}."
+        )
+    if report.without_results:
+        notes.append(
+            f"Not in the table, no successful result here: {', '.join(report.without_results)} "
+            "(see failed and missing cells)."
         )
     if len(report.settings) > 1:
         pooled = "; ".join(

@@ -15,30 +15,21 @@ ROOT = Path(__file__).resolve().parents[2]
 FAST = ("--n-boot", "200")
 
 
-def cli(*args: str) -> subprocess.CompletedProcess:
-    """Run ``python -m leaderboard.build`` in a fresh process."""
-    return subprocess.run(
-        [sys.executable, "-m", "leaderboard.build", *args],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
+def test_command_line_error_is_one_line_and_imports_stay_light(tmp_path: Path) -> None:
+    # One fresh interpreter: the real entry point on a missing folder, then which packages it loaded.
+    code = (
+        "import sys; from leaderboard.build import main; "
+        f"status = main(['--results', {str(tmp_path / 'nope')!r}, '--out', {str(tmp_path / 'o')!r}]); "
+        "heavy = [m for m in ('torch', 'benchmarks', 'methods', 'datasets') if m in sys.modules]; "
+        "print(status, heavy)"
     )
-
-
-def assert_one_line_error(result: subprocess.CompletedProcess, *fragments: str) -> None:
-    assert result.returncode == 2, result.stderr
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
+    assert result.stdout.strip() == "2 []", result.stdout + result.stderr
     assert "Traceback" not in result.stderr
     lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, lines
-    for fragment in fragments:
-        assert fragment in lines[0]
-
-
-def test_nonexistent_folder(tmp_path: Path) -> None:
-    assert_one_line_error(
-        cli("--results", str(tmp_path / "nope"), "--out", str(tmp_path / "o")), "--results", "nope"
-    )
+    assert len(lines) == 1 and "--results" in lines[0] and "nope" in lines[0], lines
 
 
 def build_error(capsys, results: Path, out: Path, *extra: str) -> str:
@@ -104,7 +95,7 @@ def test_failed_and_missing_cells_are_shown(store_factory, tmp_path: Path, capsy
     assert "## Missing cells (1)" in markdown and "| l2sp | t2-GM → t1-GM | 4 |" in markdown
     comparisons = pd.read_csv(tmp_path / "o" / "comparisons.csv")
     by_scope = comparisons.groupby("scope")["n_seeds"].max()
-    assert by_scope["02-t1-TC"] == 4 and by_scope["t1-GM"] == 4 and by_scope["all"] == 5
+    assert by_scope["02-t1-TC"] == 4 and by_scope["t1-GM"] == 4 and by_scope["all"] == 4  # fewest per task
     html = (tmp_path / "o" / "index.html").read_text()
     assert "CUDA out of memory" in html and "1 failed and 1 missing" in html
 
@@ -122,12 +113,12 @@ def test_single_method(store_factory, tmp_path: Path, capsys) -> None:
 
 
 def test_default_control_absent_is_reported_not_fatal(store_factory, tmp_path: Path, capsys) -> None:
-    store = store_factory(methods={k: METHODS[k] for k in ("scratch", "l2sp", "bss")})
+    store = store_factory(methods={k: METHODS[k] for k in ("scratch", "l2sp", "bss")}, seeds=3, subjects=4)
     assert run_build(store, tmp_path / "o", *FAST) == 0
-    assert "no comparisons: control 'finetune' not in the store" in capsys.readouterr().out
+    assert "no comparisons: no result of control 'finetune' here" in capsys.readouterr().out
     assert not pd.read_csv(tmp_path / "o" / "negative_transfer.csv").empty
     assert run_build(store, tmp_path / "o2", "--control", "l2sp", *FAST) == 0
-    assert len(pd.read_csv(tmp_path / "o2" / "comparisons.csv")) == 6
+    assert len(pd.read_csv(tmp_path / "o2" / "comparisons.csv")) == 6  # 2 methods x (all + 2 tasks)
 
 
 def test_single_task_small_n_and_mixed_code_versions(store_factory, tmp_path: Path) -> None:
@@ -148,18 +139,14 @@ def test_single_task_small_n_and_mixed_code_versions(store_factory, tmp_path: Pa
 
 
 def test_learning_curve_and_few_shot_filter(store_factory, tmp_path: Path) -> None:
-    store = store_factory(
-        few_shots=(1, 3, 0),
-        seeds=3,
-        subjects=4,
-        methods={k: METHODS[k] for k in ("scratch", "finetune", "trm(alpha=1)", "trm(alpha=2)")},
-    )
+    methods = {k: METHODS[k] for k in ("scratch", "finetune", "trm(alpha=2)")}
+    store = store_factory(few_shots=(1, 3, 0), seeds=3, subjects=3, methods=methods)
     assert run_build(store, tmp_path / "o", *FAST) == 0
     assert (tmp_path / "o" / "learning_curve.png").stat().st_size > 10_000
     assert "K=1" in (tmp_path / "o" / "leaderboard.md").read_text()  # pooled settings are stated
     assert run_build(store, tmp_path / "o1", "--few-shot", "1", *FAST) == 0
     table = pd.read_csv(tmp_path / "o1" / "leaderboard.csv")
-    assert (table["n_blocks"] == 4).all()
+    assert (table["n_blocks"] == 3).all()
 
 
 def test_region_filter_and_no_scores(store_factory, tmp_path: Path) -> None:
@@ -176,13 +163,22 @@ def test_transferability_outputs(default_build: Path) -> None:
     assert {(t["level"], t["score"]) for t in taus} >= {("transfer", "leep"), ("transfer × seed", "nce")}
 
 
-def test_leaderboard_imports_no_torch_or_sibling_packages() -> None:
-    code = (
-        "import sys, leaderboard.build; "
-        "bad = [m for m in ('torch', 'benchmarks', 'methods', 'datasets') if m in sys.modules]; "
-        "print(bad); sys.exit(1 if bad else 0)"
-    )
-    result = subprocess.run(
-        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
+def test_method_with_only_failed_cells_is_named(store_factory, tmp_path: Path, capsys) -> None:
+    store = store_factory(seeds=3, failed=tuple(("bss", t, s) for t in TASKS for s in range(3)))
+    assert run_build(store, tmp_path / "o", *FAST) == 0
+    assert "no successful result (left out): bss" in capsys.readouterr().out
+    markdown = (tmp_path / "o" / "leaderboard.md").read_text()
+    assert "no successful result here: bss" in markdown and "## Failed cells (6)" in markdown
+
+
+def test_latex_table(default_build: Path) -> None:
+    tex = (default_build / "leaderboard.tex").read_text()
+    for needle in (
+        r"\toprule",
+        r"\midrule",
+        r"\bottomrule",
+        r"\textbf{0.848 $\pm$ 0.084}$^\dagger$",
+        "N = 12 blocks",
+    ):
+        assert needle in tex, needle
+    assert "±" not in tex and "†" not in tex and "_" not in tex.replace(r"\_", "")

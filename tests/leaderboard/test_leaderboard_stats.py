@@ -177,5 +177,6 @@ def test_bootstrap_estimates_the_block_mean_when_a_stratum_lacks_seeds() -> None
     task = np.r_[np.zeros(12, int), np.ones(6, int)]
     subjects = np.r_[np.tile(np.arange(3), 4), np.tile(np.arange(3), 2)]
     values = task + rng.normal(0, 0.01, task.size)
+    block_mean = np.mean([values[(task == t) & (subjects == j)].mean() for t in (0, 1) for j in range(3)])
     low, high = stats.hierarchical_bootstrap_ci(values, seeds, subjects, task, task, rng_seed=1)
-    assert low < 0.5 < high and high - low < 0.05
+    assert low <= block_mean <= high and high - low < 0.05 and abs(block_mean - 0.5) < 0.01
