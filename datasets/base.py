@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -68,8 +68,9 @@ class DatasetAdapter:
     """
 
     name: ClassVar[str] = ""
-    regions: ClassVar[dict[str, frozenset[int]]] = {}
-    label_values: ClassVar[frozenset[int]] = frozenset()
+    # Class-level defaults; adapters whose label scheme depends on options/files set them per instance.
+    regions: dict[str, frozenset[int]] = {}
+    label_values: frozenset[int] = frozenset()
     has_groups: ClassVar[bool] = True
 
     def __init__(self, root: Path, **options: Any) -> None:
@@ -100,7 +101,11 @@ class DatasetAdapter:
         """Parse and validate a task; the error lists what exists."""
         task = Task.parse(text, self.has_groups)
         if task.group not in ("*", "") and task.group not in self.groups():
-            raise DataError(f"task {text!r}: unknown group {task.group!r}; valid: {', '.join(self.groups())}")
+            # "1" and "01" name the same partition: challenge CSVs differ in zero-padding.
+            same = [g for g in self.groups() if g.isdigit() and task.group.isdigit() and int(g) == int(task.group)]
+            if len(same) != 1:
+                raise DataError(f"task {text!r}: unknown group {task.group!r}; valid: {', '.join(self.groups())}")
+            task = replace(task, group=same[0])
         if task.modality not in self.modalities():
             raise DataError(f"task {text!r}: unknown modality {task.modality!r}; valid: {', '.join(self.modalities())}")
         for region in task.regions:

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from datasets.base import DATASETS, DataError, DatasetAdapter, Subject
-from datasets.fets import _header_spacing
+from datasets.io import header_spacing
 
 EXTENSIONS = (".nii.gz", ".nii")
 
@@ -127,7 +127,7 @@ class BraTS(DatasetAdapter):
         images = {m: _file(folder, naming.sep, suffix) for m, suffix in naming.suffixes.items()}
         seg = _file(folder, naming.sep, "seg")
         present = next((p for p in images.values() if p.is_file()), None)
-        spacing = _header_spacing(present) if present else (1.0, 1.0, 1.0)
+        spacing = header_spacing(present) if present else (1.0, 1.0, 1.0)
         return Subject(folder.name, "", images, seg if seg.is_file() else None, spacing)
 
     def subjects(self) -> list[Subject]:

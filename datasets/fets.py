@@ -9,10 +9,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import nibabel as nib
 import pandas as pd
 
 from datasets.base import DATASETS, DataError, DatasetAdapter, Subject
+from datasets.io import header_spacing
 from datasets.phantom import phantom_root
 
 MODALITY_SUFFIXES = {"t1": ("t1",), "t1ce": ("t1ce", "t1gd"), "t2": ("t2",), "flair": ("flair",)}
@@ -26,17 +26,6 @@ def _find(folder: Path, stem: str, suffixes: tuple[str, ...]) -> Path | None:
             if path.is_file():
                 return path
     return None
-
-
-def _header_spacing(path: Path) -> tuple[float, float, float]:
-    """Voxel spacing from the NIfTI header only (no voxel data read); (1, 1, 1) if unreadable.
-
-    Unreadable files are reported by the preprocessing, which validates every subject.
-    """
-    try:
-        return tuple(float(z) for z in nib.load(str(path)).header.get_zooms()[:3])  # type: ignore[return-value]
-    except Exception:
-        return (1.0, 1.0, 1.0)
 
 
 @DATASETS.register("fets2021")
@@ -55,8 +44,17 @@ class FeTS2021(DatasetAdapter):
 
     def __init__(self, root: Path, partitioning: int = 1, **options: Any) -> None:
         super().__init__(root, **options)
+        if options:
+            raise DataError(
+                f"dataset {self.name!r}: unknown option(s) {sorted(options)}; valid: partitioning"
+            )
+        try:
+            self.partitioning = int(partitioning)
+        except (TypeError, ValueError):
+            raise DataError(
+                f"dataset {self.name!r}: partitioning={partitioning!r} is not an integer"
+            ) from None
         self.root = self._locate(self.root)
-        self.partitioning = int(partitioning)
         self.csv = self.root / f"partitioning_{self.partitioning}.csv"
         if not self.csv.is_file():
             have = ", ".join(sorted(p.name for p in self.root.glob("partitioning_*.csv")))
@@ -103,7 +101,7 @@ class FeTS2021(DatasetAdapter):
             if not images:
                 raise DataError(f"{folder}: no modality file {sid}_{{t1,t1ce,t2,flair}}.nii.gz")
             label = _find(folder, sid, ("seg",))
-            spacing = _header_spacing(next(iter(images.values())))
+            spacing = header_spacing(next(iter(images.values())))
             subjects.append(Subject(sid, group, images, label, spacing))
         return subjects
 

@@ -10,20 +10,52 @@ import numpy as np
 
 from datasets.base import DataError, Subject
 
+CHANNEL_SEP = "::"
 
-def load_volume(path: Path) -> tuple[np.ndarray, tuple[float, float, float]]:
-    """Read a NIfTI/Analyze volume as float32 (trailing singleton axes squeezed) and its spacing."""
+
+def split_channel(path: Path | str) -> tuple[Path, int | None]:
+    """``FILE::C`` names channel C on the last axis of a 4D file (MSD); plain paths give None."""
+    head, sep, tail = str(path).rpartition(CHANNEL_SEP)
+    return (Path(head), int(tail)) if sep and tail.isdigit() else (Path(path), None)
+
+
+def header_spacing(path: Path | str) -> tuple[float, float, float]:
+    """Voxel spacing from the header only (no voxel data read); (1, 1, 1) if unreadable.
+
+    Unreadable files are reported by the preprocessing, which validates every subject.
+    """
     try:
-        img = nib.load(str(path))
-        data = np.asarray(img.dataobj, dtype=np.float32)
+        zooms = nib.load(str(split_channel(path)[0])).header.get_zooms()[:3]
+        return tuple(float(z) for z in zooms)  # type: ignore[return-value]
+    except Exception:
+        return (1.0, 1.0, 1.0)
+
+
+def load_volume(path: Path | str) -> tuple[np.ndarray, tuple[float, float, float]]:
+    """Read a NIfTI/Analyze volume (or ``FILE::C`` channel) as float32 and its spacing.
+
+    Trailing singleton axes are squeezed (iSeg's Analyze files carry one).
+    """
+    file, channel = split_channel(path)
+    try:
+        img = nib.load(str(file))
+        if channel is not None:
+            if len(img.shape) != 4 or channel >= img.shape[3]:
+                raise DataError(f"{file}: no channel {channel} on the last axis of shape {img.shape}")
+            data = np.asarray(img.dataobj[..., channel], dtype=np.float32)
+        else:
+            data = np.asarray(img.dataobj, dtype=np.float32)
+    except DataError:
+        raise
     except FileNotFoundError:
-        raise DataError(f"{path}: file not found") from None
+        raise DataError(f"{file}: file not found") from None
     except Exception as exc:  # nibabel raises many types for truncated/corrupt files
-        raise DataError(f"{path}: unreadable ({type(exc).__name__}: {exc})") from None
+        reason = " ".join(str(exc).split())
+        raise DataError(f"{file}: unreadable ({type(exc).__name__}: {reason})") from None
     while data.ndim > 3 and data.shape[-1] == 1:
         data = data[..., 0]
     if data.ndim != 3:
-        raise DataError(f"{path}: expected a 3D volume, got shape {data.shape}")
+        raise DataError(f"{file}: expected a 3D volume, got shape {data.shape}")
     zooms = tuple(float(z) for z in img.header.get_zooms()[:3])
     return data, zooms  # type: ignore[return-value]
 
@@ -52,9 +84,13 @@ def load_subject(
         images[modality] = data
     label = None
     if subject.label is not None:
-        label_f, _ = load_volume(subject.label)
+        label_f, label_spacing = load_volume(subject.label)
         if ref_shape is not None and label_f.shape != ref_shape:
             raise DataError(f"{subject.label}: label shape {label_f.shape} differs from {ref_path.name} {ref_shape}")
+        if ref_spacing is not None and not np.allclose(label_spacing, ref_spacing, atol=1e-3):
+            raise DataError(
+                f"{subject.label}: label spacing {label_spacing} differs from {ref_path.name} {ref_spacing}"
+            )
         if not np.all(label_f == np.round(label_f)):
             raise DataError(f"{subject.label}: label holds non-integer values")
         label = label_f.astype(np.int32)

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from datasets.base import DATASETS, DataError, DatasetAdapter, Subject
-from datasets.fets import _header_spacing
+from datasets.io import header_spacing
 
 TRAINING = "iSeg-2019-Training"
 UNLABELLED = ("iSeg-2019-Validation", "iSeg-2019-Testing")
@@ -63,7 +63,7 @@ class ISeg2019(DatasetAdapter):
             images = {m: _pair(folder, f"{sid}-{tag}") for m, tag in MODALITIES.items()}
             has_label = labelled and any((folder / f"{sid}-label.{ext}").is_file() for ext in ("hdr", "img"))
             label = _pair(folder, f"{sid}-label") if has_label else None
-            subjects.append(Subject(sid, "", images, label, _header_spacing(images["t1"])))
+            subjects.append(Subject(sid, "", images, label, header_spacing(images["t1"])))
         return subjects
 
     def subjects(self) -> list[Subject]:

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from datasets.base import DATASETS, DataError, DatasetAdapter, Subject
-from datasets.fets import _header_spacing
+from datasets.io import header_spacing
 
 READABLE_ENDINGS = (".nii.gz", ".nii")
 LAYOUT = (
@@ -133,8 +133,9 @@ class MSD(DatasetAdapter):
         found = [d for d in sorted(root.iterdir()) if (d / "dataset.json").is_file()]
         if len(found) == 1:
             return found[0]
-        what = f"several: {[d.name for d in found]}; give one as --data-root" if found else f"expected {LAYOUT}"
-        raise DataError(f"{root}: no dataset.json here or one level down ({what})")
+        if found:
+            raise DataError(f"{root}: several dataset folders {[d.name for d in found]}; give one as --data-root")
+        raise DataError(f"{root}: no dataset.json here or one level down; expected {LAYOUT}")
 
     def _subject(self, case: str) -> Subject:
         folder = self.root / "imagesTr"
@@ -146,7 +147,7 @@ class MSD(DatasetAdapter):
             paths = [whole]
         else:
             paths = [channel_path(whole, i) for i in range(len(self.channels))]
-        spacing = _header_spacing(whole if whole.is_file() else split[0])
+        spacing = header_spacing(whole if whole.is_file() else split[0])
         label = self.root / "labelsTr" / f"{case}{self.ending}"
         return Subject(case, "", dict(zip(self.channels, paths)), label, spacing)
 

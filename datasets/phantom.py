@@ -18,11 +18,11 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pandas as pd
-from scipy.ndimage import gaussian_filter
+from scipy.ndimage import gaussian_filter, zoom
 
 from datasets.base import DataError
 
-PHANTOM_VERSION = 1
+PHANTOM_VERSION = 2
 MODALITIES = ("t1", "t1ce", "t2", "flair")
 # Tissue codes of the intensity table below.
 CSF, GM, WM, NCR, ED, ET = range(6)
@@ -39,8 +39,16 @@ TISSUE_INTENSITY = {
 
 
 def _smooth_noise(rng: np.random.Generator, shape: tuple[int, ...], sigma: float) -> np.ndarray:
-    """Gaussian-filtered white noise scaled to max |value| = 1."""
-    field = gaussian_filter(rng.standard_normal(shape), sigma, mode="wrap")
+    """Gaussian-filtered white noise scaled to max |value| = 1.
+
+    Large sigmas are filtered on a grid coarser by ``f = sigma // 2`` and linearly upsampled.
+    """
+    f = max(1, int(sigma // 2))
+    if f == 1:
+        field = gaussian_filter(rng.standard_normal(shape), sigma, mode="wrap")
+    else:
+        coarse = gaussian_filter(rng.standard_normal([-(-n // f) + 1 for n in shape]), sigma / f, mode="wrap")
+        field = zoom(coarse, f, order=1)[tuple(slice(0, n) for n in shape)]
     return field / max(float(np.abs(field).max()), 1e-12)
 
 
@@ -140,7 +148,7 @@ def _save(array: np.ndarray, path: Path) -> None:
 
 def generate_phantom(
     root: Path,
-    n_subjects: int = 24,
+    n_subjects: int = 40,
     n_groups: int = 4,
     shape: tuple[int, int, int] = (64, 64, 32),
     seed: int = 0,
@@ -211,5 +219,5 @@ def _check_existing(root: Path, params: dict) -> None:
 
 
 def phantom_root(cache_dir: Path, seed: int = 0) -> Path:
-    """``cache_dir/phantom-v1-s{seed}``, generated with the default parameters if absent."""
+    """``cache_dir/phantom-v{PHANTOM_VERSION}-s{seed}``, generated with the default parameters if absent."""
     return generate_phantom(Path(cache_dir) / f"phantom-v{PHANTOM_VERSION}-s{seed}", seed=seed)

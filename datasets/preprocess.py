@@ -46,7 +46,7 @@ def cache_key(
     stats = []
     for role, path in files:
         try:
-            st = os.stat(path)
+            st = os.stat(dio.split_channel(path)[0])
             stats.append((role, str(Path(path).resolve()), st.st_size, st.st_mtime_ns))
         except OSError:
             stats.append((role, str(path), -1, -1))  # missing: reported when the subject is loaded

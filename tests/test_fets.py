@@ -38,6 +38,11 @@ def test_partitioning_2(phantom_dir: Path) -> None:
         DataError, match="partitioning_3.csv: not found.*partitioning_1.csv, partitioning_2.csv"
     ):
         FeTS2021(phantom_dir, partitioning=3)
+    assert FeTS2021(phantom_dir, partitioning="2").groups() == adapter.groups()  # CLI strings
+    with pytest.raises(DataError, match="partitioning='x' is not an integer"):
+        FeTS2021(phantom_dir, partitioning="x")
+    with pytest.raises(DataError, match=r"unknown option\(s\) \['labels'\]; valid: partitioning"):
+        FeTS2021(phantom_dir, labels=2021)
 
 
 def test_nested_folder(phantom_dir: Path, tmp_path: Path) -> None:

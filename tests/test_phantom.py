@@ -165,8 +165,8 @@ def test_concurrent_generation(tmp_path: Path) -> None:
 def test_phantom_root_name(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     seen = []
     monkeypatch.setattr(ph, "generate_phantom", lambda root, seed: seen.append((root, seed)) or root)
-    assert ph.phantom_root(tmp_path, seed=5) == tmp_path / "phantom-v1-s5"
-    assert seen == [(tmp_path / "phantom-v1-s5", 5)]
+    assert ph.phantom_root(tmp_path, seed=5) == tmp_path / "phantom-v2-s5"
+    assert seen == [(tmp_path / "phantom-v2-s5", 5)]
 
 
 def test_bad_parameters(tmp_path: Path) -> None:

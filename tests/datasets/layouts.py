@@ -19,8 +19,9 @@ SHAPE = (24, 24, 12)
 SPACING = (1.0, 1.0, 1.0)
 
 
-def volumes(seed: int, values: tuple[int, ...], channels: int, shape: tuple[int, ...] = SHAPE
-            ) -> tuple[list[np.ndarray], np.ndarray]:
+def volumes(
+    seed: int, values: tuple[int, ...], channels: int, shape: tuple[int, ...] = SHAPE
+) -> tuple[list[np.ndarray], np.ndarray]:
     """``channels`` skull-stripped images (0 outside an ellipsoid) and a label with nested shells of ``values``."""
     rng = np.random.default_rng(seed)
     grid = np.meshgrid(*(np.linspace(-1, 1, n) for n in shape), indexing="ij")
@@ -31,8 +32,9 @@ def volumes(seed: int, values: tuple[int, ...], channels: int, shape: tuple[int,
     for i, value in enumerate(fg):  # outer shell first: the first value is the largest region
         label[rho <= 0.8 * (1 - i / (len(fg) + 1))] = value
     brain = rho <= 0.9
-    images = [np.where(brain, 100 + (c + 1) * label + rng.normal(0, 5, shape), 0).astype(np.float32)
-              for c in range(channels)]
+    images = [
+        np.where(brain, 100 + (c + 1) * label + rng.normal(0, 5, shape), 0).astype(np.float32) for c in range(channels)
+    ]
     return images, label
 
 
@@ -62,7 +64,7 @@ def truncate(path: Path) -> None:
 
 
 def delete(path: Path) -> None:
-    for p in ([path.with_suffix(".hdr"), path.with_suffix(".img")] if path.suffix in (".hdr", ".img") else [path]):
+    for p in [path.with_suffix(".hdr"), path.with_suffix(".img")] if path.suffix in (".hdr", ".img") else [path]:
         p.unlink(missing_ok=True)
 
 
@@ -99,10 +101,17 @@ def make_iseg(root: Path, n: int = 6, validation: int = 0) -> Path:
 
 
 MSD_JSON = {
-    "v1": {"name": "BrainTumour", "modality": {"0": "FLAIR", "1": "T1w"},
-           "labels": {"0": "background", "1": "edema", "2": "non-enhancing tumor", "3": "enhancing tumour"}},
-    "v2": {"channel_names": {"0": "T2", "1": "ADC"}, "labels": {"background": 0, "PZ": 1, "TZ": 2, "gland": [1, 2]},
-           "numTraining": 6, "file_ending": ".nii.gz"},
+    "v1": {
+        "name": "BrainTumour",
+        "modality": {"0": "FLAIR", "1": "T1w"},
+        "labels": {"0": "background", "1": "edema", "2": "non-enhancing tumor", "3": "enhancing tumour"},
+    },
+    "v2": {
+        "channel_names": {"0": "T2", "1": "ADC"},
+        "labels": {"background": 0, "PZ": 1, "TZ": 2, "gland": [1, 2]},
+        "numTraining": 6,
+        "file_ending": ".nii.gz",
+    },
 }
 
 
@@ -128,14 +137,22 @@ def make_msd(root: Path, version: str = "v2", four_d: bool = False, n: int = 6) 
 
 def tiny_suite(path: Path, dataset: str, source: str, target: str) -> Path:
     """A one-cell suite: 2 steps, 32x32 slices, batch 2, no augmentation."""
-    suite = {"name": "tiny", "dataset": dataset, "methods": ["finetune"], "seeds": [0],
-             "budget": {"source_steps": 2, "target_steps": 2, "batch_size": 2, "size": 32, "augment": False},
-             "transfers": [{"source": source, "target": target}]}
+    suite = {
+        "name": "tiny",
+        "dataset": dataset,
+        "methods": ["finetune"],
+        "seeds": [0],
+        "budget": {"source_steps": 2, "target_steps": 2, "batch_size": 2, "size": 32, "augment": False},
+        "transfers": [{"source": source, "target": target}],
+    }
     path.write_text(yaml.safe_dump(suite))
     return path
 
 
 def snapshot(folder: Path) -> dict[str, str]:
     """Relative path -> sha1 of every file below ``folder``."""
-    return {str(p.relative_to(folder)): hashlib.sha1(p.read_bytes()).hexdigest()
-            for p in sorted(folder.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(folder)): hashlib.sha1(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }

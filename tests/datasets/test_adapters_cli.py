@@ -15,7 +15,7 @@ from datasets.base import DATASETS
 
 # adapter -> (writer, source task, target task)
 CASES: dict[str, tuple[Callable[[Path], Path], str, str]] = {
-    "brats": (lambda root: make_brats(root, "2023"), "t1-WT", "t2-TC"),
+    "brats": (lambda root: make_brats(root, "2023"), "t1-TC", "t2-TC"),
     "iseg2019": (make_iseg, "t1-CSF", "t2-CSF"),
     "msd": (make_msd, "t2-gland", "adc-PZ"),
 }
@@ -27,22 +27,37 @@ def run(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
     name = request.param
     writer, source, target = CASES[name]
     base = tmp_path_factory.mktemp(name)
-    ctx = {"name": name, "root": writer(base / "data"), "suite": tiny_suite(base / "suite.yaml", name, source, target),
-           "out": base / "out", "cache": base / "cache", "base": base}
+    ctx = {
+        "name": name,
+        "root": writer(base / "data"),
+        "suite": tiny_suite(base / "suite.yaml", name, source, target),
+        "out": base / "out",
+        "cache": base / "cache",
+        "base": base,
+    }
     assert main(_args(ctx, ctx["root"], ctx["out"])) == 0
     return ctx
 
 
 def _args(ctx: dict, root: Path, out: Path, *extra: str) -> list[str]:
-    return ["--suite", str(ctx["suite"]), "--data-root", str(root), "--out", str(out),
-            "--cache-dir", str(ctx["cache"]), *extra]
+    return [
+        "--suite",
+        str(ctx["suite"]),
+        "--data-root",
+        str(root),
+        "--out",
+        str(out),
+        "--cache-dir",
+        str(ctx["cache"]),
+        *extra,
+    ]
 
 
 def test_end_to_end_cell(run: dict) -> None:
     rows = pd.concat([pd.read_parquet(p) for p in (run["out"] / "cells").glob("*.parquet")])
     assert (rows["status"] == "ok").all() and set(rows["dataset"]) == {run["name"]}
     assert rows["dice"].between(0, 1).all() and rows["hd95"].notna().all()
-    assert set(rows["transfer_type"]) == {"cross-modality" if run["name"] != "msd" else "mixed"}
+    assert set(rows["transfer_type"]) == {"mixed" if run["name"] == "msd" else "cross-modality"}
 
 
 def test_bad_subject_refused_then_skipped(run: dict, capsys: pytest.CaptureFixture) -> None:
@@ -74,15 +89,17 @@ BAD = {
     "unknown option": (lambda tmp: ["--dataset-option", "lables=2023"], "unknown option(s) ['lables']"),
     "bad label scheme": (lambda tmp: ["--dataset-option", "labels=2022"], "labels=2022; valid: 2021, 2023"),
     "2021 scheme on 2023 data": (lambda tmp: ["--dataset-option", "labels=2021"], "label values [3] outside"),
-    "unknown region": (lambda tmp: ["--source", "t1-WT", "--target", "t1-XX"], "unknown region 'XX'"),
-    "groups on a groupless dataset": (lambda tmp: ["--source", "01-t1-WT", "--target", "t1-WT"], "unknown group"),
+    "unknown region": (lambda tmp: ["--source", "t1-TC", "--target", "t1-XX"], "unknown region 'XX'"),
+    "groups on a groupless dataset": (
+        lambda tmp: ["--source", "01-t1-TC", "--target", "t1-TC"],
+        "not of the form MODALITY-REGION",
+    ),
 }
 
 
 @pytest.mark.parametrize("run", ["brats"], indirect=True)
 @pytest.mark.parametrize("case", list(BAD))
-def test_bad_input_exits_2_store_untouched(case: str, run: dict, tmp_path: Path, capsys: pytest.CaptureFixture
-                                           ) -> None:
+def test_bad_input_exits_2_store_untouched(case: str, run: dict, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     (tmp_path / "empty").mkdir()
     extra, message = BAD[case]
     before = snapshot(run["out"])
@@ -97,8 +114,24 @@ def test_bad_input_exits_2_store_untouched(case: str, run: dict, tmp_path: Path,
 def test_mni152_suite_cell(mni152_cache: Path, tmp_path: Path) -> None:
     """The built-in mni152 suite on the generated data (default root in the cache), one short cell."""
     out = tmp_path / "out"
-    args = ["--suite", "mni152", "--steps", "2", "--seeds", "0", "--method", "finetune", "--source", "t1-WM",
-            "--target", "t1-CSF", "--out", str(out), "--cache-dir", str(mni152_cache)]
+    args = [
+        "--suite",
+        "mni152",
+        "--steps",
+        "2",
+        "--seeds",
+        "0",
+        "--method",
+        "finetune",
+        "--source",
+        "t1-WM",
+        "--target",
+        "t1-CSF",
+        "--out",
+        str(out),
+        "--cache-dir",
+        str(mni152_cache),
+    ]
     assert main(args) == 0
     rows = pd.concat([pd.read_parquet(p) for p in (out / "cells").glob("*.parquet")])
     assert (rows["status"] == "ok").all() and set(rows["dataset"]) == {"mni152"} and len(rows) == 5  # 5 test subjects

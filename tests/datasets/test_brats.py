@@ -14,9 +14,14 @@ from datasets.brats import BraTS
 from datasets.slices import load_slices, preprocess_subjects
 
 
-@pytest.mark.parametrize(("release", "first", "et"), [
-    ("2020", "BraTS20_Training_001", 4), ("2021", "BraTS2021_00001", 4), ("2023", "BraTS-GLI-00001-000", 3),
-])
+@pytest.mark.parametrize(
+    ("release", "first", "et"),
+    [
+        ("2020", "BraTS20_Training_001", 4),
+        ("2021", "BraTS2021_00001", 4),
+        ("2023", "BraTS-GLI-00001-000", 3),
+    ],
+)
 def test_naming_and_auto_label_scheme(release: str, first: str, et: int, tmp_path: Path) -> None:
     adapter = BraTS(make_brats(tmp_path, release, n=3))
     assert adapter.subjects()[0].id == first
@@ -29,8 +34,11 @@ def test_naming_and_auto_label_scheme(release: str, first: str, et: int, tmp_pat
 def test_2023_files_map_to_classic_modalities(tmp_path: Path) -> None:
     subject = BraTS(make_brats(tmp_path, "2023", n=1)).subjects()[0]
     assert {m: p.name for m, p in subject.images.items()} == {
-        "t1": "BraTS-GLI-00001-000-t1n.nii.gz", "t1ce": "BraTS-GLI-00001-000-t1c.nii.gz",
-        "t2": "BraTS-GLI-00001-000-t2w.nii.gz", "flair": "BraTS-GLI-00001-000-t2f.nii.gz"}
+        "t1": "BraTS-GLI-00001-000-t1n.nii.gz",
+        "t1ce": "BraTS-GLI-00001-000-t1c.nii.gz",
+        "t2": "BraTS-GLI-00001-000-t2w.nii.gz",
+        "flair": "BraTS-GLI-00001-000-t2f.nii.gz",
+    }
     assert subject.label.name == "BraTS-GLI-00001-000-seg.nii.gz"
 
 

@@ -18,8 +18,11 @@ def test_training_folder_or_its_parent(tmp_path: Path) -> None:
     root = make_iseg(tmp_path, n=3, validation=2)
     parent, training = ISeg2019(root), ISeg2019(root / "iSeg-2019-Training")
     assert [s.id for s in parent.subjects()] == [f"subject-{i}" for i in range(1, 6)]
-    assert [s.id for s in parent.labelled_subjects()] == [s.id for s in training.subjects()] == [
-        "subject-1", "subject-2", "subject-3"]
+    assert (
+        [s.id for s in parent.labelled_subjects()]
+        == [s.id for s in training.subjects()]
+        == ["subject-1", "subject-2", "subject-3"]
+    )
     assert parent.modalities() == ["t1", "t2"] and parent.groups() == [""]
     assert str(parent.parse_task("t1-CSF")) == "t1-CSF" and parent.parse_task("t2-CSF+GM+WM").num_classes == 4
     with pytest.raises(DataError, match="unknown modality 'T1'"):
@@ -58,6 +61,7 @@ def test_same_subject_in_two_folders_is_refused(tmp_path: Path) -> None:
     (root / "iSeg-2019-Validation").mkdir()
     for ext in ("hdr", "img"):
         (root / "iSeg-2019-Validation" / f"subject-2-T1.{ext}").write_bytes(
-            (root / "iSeg-2019-Training" / f"subject-2-T1.{ext}").read_bytes())
+            (root / "iSeg-2019-Training" / f"subject-2-T1.{ext}").read_bytes()
+        )
     with pytest.raises(DataError, match="subject subject-2 is also in"):
         ISeg2019(root)

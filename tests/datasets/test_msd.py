@@ -14,9 +14,6 @@ from datasets.base import DataError
 from datasets.msd import MSD
 from datasets.slices import preprocess_subjects
 
-needs_channels = pytest.mark.skipif(
-    not hasattr(dio, "split_channel"), reason="4D MSD files need datasets.io.split_channel (FILE::C paths)"
-)
 
 
 def test_v2_channels_and_region_lists(tmp_path: Path) -> None:
@@ -44,7 +41,6 @@ def test_root_one_level_up(tmp_path: Path) -> None:
         MSD(tmp_path)
 
 
-@needs_channels
 def test_4d_file_split_into_channels(tmp_path: Path) -> None:
     adapter = MSD(make_msd(tmp_path / "d", "v1", four_d=True, n=3))
     subject = adapter.subjects()[1]
@@ -55,7 +51,6 @@ def test_4d_file_split_into_channels(tmp_path: Path) -> None:
     assert len(cached) == 3
 
 
-@needs_channels
 def test_4d_file_with_too_few_channels_is_named(tmp_path: Path) -> None:
     root = make_msd(tmp_path / "d", "v1", four_d=True, n=3)
     meta = json.loads((root / "dataset.json").read_text())
@@ -66,14 +61,17 @@ def test_4d_file_with_too_few_channels_is_named(tmp_path: Path) -> None:
     assert len(result.bad) == 3 and all("case_" in r and "channel 2" in r for r in result.bad.values())
 
 
-@pytest.mark.parametrize(("change", "message"), [
-    ({"labels": {"0": "background"}}, "declares no foreground label"),
-    ({"labels": {"background": 0, "tumour": -1}}, "label value -1 is not a non-negative integer"),
-    ({"labels": {"background": 0, "a b": 1, "a-b": 2}}, "repeats the region name 'a_b'"),
-    ({"channel_names": {"0": "T2", "2": "ADC"}}, "keys must be 0..1"),
-    ({"channel_names": {"0": "+++"}}, "channel name '\\+\\+\\+' has no letter or digit"),
-    ({"file_ending": ".png"}, "file_ending '.png' is not supported"),
-])
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"labels": {"0": "background"}}, "declares no foreground label"),
+        ({"labels": {"background": 0, "tumour": -1}}, "label value -1 is not a non-negative integer"),
+        ({"labels": {"background": 0, "a b": 1, "a-b": 2}}, "repeats the region name 'a_b'"),
+        ({"channel_names": {"0": "T2", "2": "ADC"}}, "keys must be 0..1"),
+        ({"channel_names": {"0": "+++"}}, "channel name '\\+\\+\\+' has no letter or digit"),
+        ({"file_ending": ".png"}, "file_ending '.png' is not supported"),
+    ],
+)
 def test_malformed_dataset_json(change: dict, message: str, tmp_path: Path) -> None:
     root = make_msd(tmp_path, "v2", n=1)
     meta = {**json.loads((root / "dataset.json").read_text()), **change}
