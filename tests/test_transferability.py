@@ -142,6 +142,18 @@ def test_float32_and_uint8_inputs_match_reference(case):
     assert tr.segmentation_leep(p32, y8, c) == pytest.approx(ref_leep(p, y, c), abs=1e-6)
 
 
+def test_half_precision_and_single_class_inputs():
+    probs, labels = make_inputs(2, 3, 1, (6, 7), None)
+    assert tr.segmentation_leep(probs, labels, 1) == pytest.approx(0.0, abs=1e-9)  # one class: e = 1
+    np.testing.assert_allclose(
+        tr.leep_joint(probs, labels, 1).numpy(), ref_joint(probs.numpy(), labels.numpy(), 1)
+    )
+    probs, labels = make_inputs(2, 3, 4, (6, 7), 1)
+    half = probs.half()
+    p = half.float().numpy()
+    assert tr.segmentation_leep(half, labels, 4) == pytest.approx(ref_leep(p, labels.numpy(), 4), abs=1e-6)
+
+
 def test_joint_adds_over_batches(case):
     probs, labels, c, _ = case
     parts = sum(tr.leep_joint(probs[i : i + 1], labels[i : i + 1], c) for i in range(probs.shape[0]))
@@ -265,6 +277,8 @@ def test_driver_rejects_bad_labels_and_incomplete_loaders():
     with pytest.raises(ValueError, match="labels must lie in 0..1"):
         tr.compute_joint(model, DataLoader(data, batch_size=4), 2, "cpu")
     cond = tr.leep_conditional(torch.rand(3, 4, dtype=torch.float64))
+    with pytest.raises(ValueError, match="labels must lie in 0..1"):
+        tr.compute_risk_maps(model, DataLoader(data, batch_size=4), cond[:2], device="cpu")
     with pytest.raises(ValueError, match="every dataset index"):
         tr.compute_risk_maps(model, DataLoader(data, batch_size=4, drop_last=True), cond, device="cpu")
     with pytest.raises(ValueError, match="source classes"):
@@ -305,6 +319,14 @@ def test_bad_inputs_raise_value_error(index):
     for fn in (tr.leep_joint, tr.segmentation_leep):
         with pytest.raises(ValueError, match=message):
             fn(probs, labels, c)
+
+
+def test_small_label_dtypes_validate_their_range():
+    probs, labels = make_inputs(2, 3, 4, (5, 6), None)
+    shifted = (labels % 3 + 1).to(torch.uint8)  # 1..3: a uint8 minimum above 0 must not wrap when negated
+    assert float(tr.leep_joint(probs, shifted, 4)[0].abs().max()) < 1e-9
+    with pytest.raises(ValueError, match=r"found range 1\.\.3"):
+        tr.leep_joint(probs, shifted, 3)
 
 
 def test_validate_false_skips_value_checks_only():

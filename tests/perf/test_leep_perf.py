@@ -1,7 +1,7 @@
 """Pixel-LEEP throughput: streaming torch vs a per-sample numpy loop vs one read of the inputs.
 
 Run: python -m pytest tests/perf/test_leep_perf.py --benchmark-only -q -s
-Ratios are against references timed in the same test (best of several runs), never against fixed numbers.
+Ratios use a, b and c re-timed in the same test in interleaved rounds (best of each), never fixed numbers.
 """
 
 from __future__ import annotations
@@ -74,29 +74,68 @@ def best_of(fn: Callable[[], object], repeats: int) -> float:
     return min(times)
 
 
-def report(benchmark, name: str, probs: torch.Tensor, labels: torch.Tensor, **extra: float) -> None:
-    """Put (a)/(b) and (a)/(c) in extra_info and print them; (b) and (c) are timed here, in the same run."""
-    a = benchmark.stats.stats.min
-    c = best_of(lambda: one_read(probs, labels), 7)
-    b = best_of(lambda: numpy_subsample(probs, labels), 3) * N_PIXELS / SUBSAMPLE
+def interleaved_min(fns: list[Callable[[], object]], rounds: int) -> list[float]:
+    """Best time of each fn over rounds that alternate between them, so load changes hit all alike."""
+    times: list[list[float]] = [[] for _ in fns]
+    for _ in range(rounds):
+        for fn, spent in zip(fns, times):
+            start = time.perf_counter()
+            fn()
+            spent.append(time.perf_counter() - start)
+    return [min(spent) for spent in times]
+
+
+def report(benchmark, name: str, a_fn: Callable[[], object], data: tuple[torch.Tensor, ...], **extra) -> None:
+    """Ratios (a)/(b) and (a)/(c) into extra_info, printed; a, b and c are re-timed here, interleaved."""
+    a, c, b = interleaved_min([a_fn, lambda: one_read(*data), lambda: numpy_subsample(*data)], rounds=5)
+    b *= N_PIXELS / SUBSAMPLE
     info = {"a_s": a, "b_numpy_scaled_s": b, "c_one_read_s": c, "a_over_b": a / b, "a_over_c": a / c, **extra}
     benchmark.extra_info.update(info)
     print(
-        f"\n[{name}] N=1e7 K=C=4: a={a * 1e3:.1f} ms, b={b:.2f} s (numpy per-sample loop timed on "
-        f"{SUBSAMPLE:.0e} pixels, scaled x{N_PIXELS // SUBSAMPLE}), c={c * 1e3:.1f} ms (one read); "
+        f"\n[{name}] N=1e7 K=C=4, best of 5 interleaved rounds: a={a * 1e3:.1f} ms "
+        f"(benchmark min {benchmark.stats.stats.min * 1e3:.1f} ms), b={b:.2f} s (numpy per-sample loop timed "
+        f"on {SUBSAMPLE:.0e} pixels, scaled x{N_PIXELS // SUBSAMPLE}), c={c * 1e3:.1f} ms (one read); "
         f"a/b={a / b:.4f} ({b / a:.0f}x faster, target >= 100x), a/c={a / c:.2f} (target <= 3)"
         + "".join(f", {k}={v:.3g}" for k, v in extra.items())
     )
 
 
-def run_leep(benchmark, probs: torch.Tensor, labels: torch.Tensor, compile: bool) -> float:
-    return benchmark.pedantic(
-        tr.segmentation_leep,
-        args=(probs, labels, C),
-        kwargs={"validate": False, "compile": compile},
-        rounds=7,
-        warmup_rounds=1,
-    )
+def leep_of(data: tuple[torch.Tensor, torch.Tensor], compile: bool) -> float:
+    """(a): the streaming torch code, joint + conditional + LEEP (the hot-loop form: validate=False)."""
+    return tr.segmentation_leep(*data, C, validate=False, compile=compile)
+
+
+def run_leep(benchmark, data: tuple[torch.Tensor, torch.Tensor], compile: bool) -> float:
+    return benchmark.pedantic(leep_of, args=(data, compile), rounds=7, warmup_rounds=1)
+
+
+def _peak_rss_growth_kib(fn: Callable[[], object]) -> int:
+    """Peak resident-set growth while fn runs (Linux: VmHWM reset through /proc/self/clear_refs)."""
+
+    def field(name: str) -> int:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(name):
+                return int(line.split()[1])
+        raise KeyError(name)
+
+    Path("/proc/self/clear_refs").write_text("5")
+    before = field("VmRSS:")
+    fn()
+    return field("VmHWM:") - before
+
+
+def peak_memory(probs: torch.Tensor, labels: torch.Tensor, compile: bool) -> dict[str, float]:
+    """Peak extra memory (KiB) of one LEEP over 1e6 and over 1e7 pixels; it must not grow with N."""
+    if not Path("/proc/self/clear_refs").exists():
+        return {}
+    growth = {}
+    for name, (p, y) in {"1e6": (probs[:16].clone(), labels[:16].clone()), "1e7": (probs, labels)}.items():
+        growth[f"peak_extra_kib_{name}"] = _peak_rss_growth_kib(
+            lambda p=p, y=y: tr.segmentation_leep(p, y, C, validate=False, compile=compile)
+        )
+    # an O(N) float32 temporary would add ~35 MiB between 1e6 and 1e7 pixels
+    assert growth["peak_extra_kib_1e7"] < growth["peak_extra_kib_1e6"] + 16 * 1024, growth
+    return growth
 
 
 def test_c_one_read(benchmark, data):
@@ -111,69 +150,30 @@ def test_b_numpy_per_sample_loop(benchmark, data):
 
 
 def test_a_torch_eager(benchmark, data):
-    probs, labels = data
-    leep = run_leep(benchmark, probs, labels, compile=False)
-    exact = tr.segmentation_leep(probs.double(), labels, C, validate=False, compile=False)
-    report(benchmark, "torch eager", probs, labels, abs_error_vs_float64=abs(leep - exact))
+    leep = run_leep(benchmark, data, compile=False)
+    exact = leep_of((data[0].double(), data[1]), compile=False)
+    extra = {"abs_error_vs_float64": abs(leep - exact), **peak_memory(*data, compile=False)}
+    report(benchmark, "torch eager", lambda: leep_of(data, compile=False), data, **extra)
 
 
 def test_a_torch_compiled(benchmark, data):
-    probs, labels = data
     start = time.perf_counter()
-    leep = tr.segmentation_leep(probs, labels, C, validate=False, compile=True)  # compiles (not timed)
+    leep = leep_of(data, compile=True)  # compiles (not timed)
     compile_s = time.perf_counter() - start
-    exact = tr.segmentation_leep(probs.double(), labels, C, validate=False, compile=False)
-    run_leep(benchmark, probs, labels, compile=True)
-    report(
-        benchmark,
-        "torch compiled",
-        probs,
-        labels,
-        compile_s=compile_s,
-        abs_error_vs_float64=abs(leep - exact),
-    )
+    exact = leep_of((data[0].double(), data[1]), compile=False)
+    run_leep(benchmark, data, compile=True)
+    extra = {
+        "compile_s": compile_s,
+        "abs_error_vs_float64": abs(leep - exact),
+        **peak_memory(*data, compile=True),
+    }
+    report(benchmark, "torch compiled", lambda: leep_of(data, compile=True), data, **extra)
 
 
 def test_a_torch_eager_validated(benchmark, data):
     probs, labels = data
     benchmark.pedantic(tr.segmentation_leep, args=(probs, labels, C), rounds=5, warmup_rounds=1)
-    report(benchmark, "torch eager, validate=True", probs, labels)
-
-
-def _peak_rss_growth_kib(fn: Callable[[], object]) -> int:
-    """Peak resident-set growth while fn runs (Linux: reset VmHWM through /proc/self/clear_refs)."""
-
-    def field(name: str) -> int:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith(name):
-                return int(line.split()[1])
-        raise KeyError(name)
-
-    Path("/proc/self/clear_refs").write_text("5")
-    before = field("VmRSS:")
-    fn()
-    return field("VmHWM:") - before
-
-
-@pytest.mark.skipif(not Path("/proc/self/clear_refs").exists(), reason="needs Linux /proc peak-RSS reset")
-@pytest.mark.parametrize("compile", [False, True], ids=["eager", "compiled"])
-def test_a_peak_memory_does_not_grow_with_n(benchmark, data, compile):
-    probs, labels = data
-    small = (probs[:16].clone(), labels[:16].clone())  # 10^6 pixels
-    growth = {}
-    for name, (p, y) in {"1e6": small, "1e7": (probs, labels)}.items():
-        tr.segmentation_leep(p, y, C, validate=False, compile=compile)  # warm (allocator, compile)
-        growth[name] = _peak_rss_growth_kib(
-            lambda p=p, y=y: tr.segmentation_leep(p, y, C, validate=False, compile=compile)
-        )
-    benchmark.extra_info.update({f"peak_extra_kib_{k}": v for k, v in growth.items()})
-    benchmark.pedantic(lambda: None, rounds=1)
-    input_kib = (probs.nbytes + labels.nbytes) // 1024
-    print(
-        f"\n[peak extra memory, {'compiled' if compile else 'eager'}] N=1e6: {growth['1e6']} KiB, "
-        f"N=1e7: {growth['1e7']} KiB (inputs: {input_kib} KiB)"
-    )
-    assert growth["1e7"] < growth["1e6"] + 16 * 1024  # bounded by the block buffers, not by N
+    report(benchmark, "torch eager, validate=True", lambda: tr.segmentation_leep(probs, labels, C), data)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
