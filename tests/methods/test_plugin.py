@@ -58,7 +58,7 @@ def test_plugin_is_listed_with_its_hyperparameters(installed_plugin: None) -> No
     cls = METHODS.get("mymethod")
     assert cls.hparams["weight"].default == 0.05 and cls.hparams["weight"].help
     assert cls(weight="0.1").params["weight"] == 0.1  # a CLI string converted to the declared type
-    with pytest.raises(MethodConfigError, match="weight=-1 must be >= 0"):  # the guide's example
+    with pytest.raises(MethodConfigError, match=r"weight=-1\.0 must be >= 0"):  # the guide's example
         cls(weight=-1)
 
 
@@ -75,3 +75,20 @@ def test_plugin_loss_matches_numpy(installed_plugin: None) -> None:
     assert method.loss(
         {"image": torch.zeros(2, 1, 8, 8), "label": labels}, logits, None
     ).item() == pytest.approx(expected, rel=1e-5)
+
+
+def test_plugin_runs_end_to_end_through_the_cli(
+    installed_plugin: None, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    from benchmarks.run import main
+
+    assert main(["--list-methods"]) == 0
+    assert "mymethod" in capsys.readouterr().out
+    out, cache = tmp_path / "out", tmp_path / "cache"
+    args = ["--method", "mymethod", "--param", "mymethod.weight=0.1", "--steps", "2", "--few-shot", "1"]
+    assert main([*args, "--out", str(out), "--cache-dir", str(cache)]) == 0
+    import pandas as pd
+
+    rows = pd.concat(pd.read_parquet(p) for p in (out / "cells").glob("*.parquet"))
+    assert set(rows["method"]) == {"mymethod"} and (rows["status"] == "ok").all()
+    assert rows["method_params"].iloc[0] == '{"weight": 0.1}'
