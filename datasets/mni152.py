@@ -20,10 +20,6 @@ the brain. Written in the iSeg-2019 layout (Analyze 7.5 ``.hdr/.img``, trailing 
 
 from __future__ import annotations
 
-import json
-import os
-import shutil
-import uuid
 from pathlib import Path
 
 import nibabel as nib
@@ -31,6 +27,7 @@ import numpy as np
 from scipy.ndimage import gaussian_filter, map_coordinates
 
 from datasets.base import DATASETS, DataError
+from datasets.generated import check_existing, generate_once
 from datasets.iseg import TRAINING, ISeg2019
 
 MNI152_VERSION = 1
@@ -168,7 +165,7 @@ def generate_mni152(
         "seed": seed,
     }
     if root.exists():
-        _check_existing(root, params)
+        check_existing(root, params, "mni152")
         return root
     template = _template(tuple(params["spacing"]))
     means = _tissue_means(*template)
@@ -177,9 +174,8 @@ def generate_mni152(
     lo, hi = inside.min(0), inside.max(0)
     centre = (lo + hi) / 2
     centre[2] = max(centre[2], hi[2] + 4 - extent[2] / 2)  # keep the vertex in view; the brainstem may be cut
-    root.parent.mkdir(parents=True, exist_ok=True)
-    tmp = root.parent / f"{root.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    try:
+
+    def build(tmp: Path) -> None:
         folder = tmp / TRAINING
         folder.mkdir(parents=True)
         for i in range(1, n_subjects + 1):
@@ -193,26 +189,8 @@ def generate_mni152(
             )
             for tag, array in (("T1", t1), ("T2", t2), ("label", label)):
                 _save(array, folder / f"subject-{i}-{tag}.hdr", tuple(params["spacing"]))
-        (tmp / "mni152.json").write_text(json.dumps(params))
-        try:
-            os.rename(tmp, root)
-        except OSError:
-            if not root.exists():
-                raise
-            _check_existing(root, params)  # a concurrent generator won the race
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return root
 
-
-def _check_existing(root: Path, params: dict) -> None:
-    marker = root / "mni152.json"
-    try:
-        found = json.loads(marker.read_text())
-    except (OSError, ValueError):
-        raise DataError(f"{root}: exists but is not a generated mni152 set (no readable {marker.name})") from None
-    if found != params:
-        raise DataError(f"{root}: holds an mni152 set generated with {found}, not {params}")
+    return generate_once(root, params, "mni152", build)
 
 
 def mni152_root(cache_dir: Path, seed: int = 0) -> Path:

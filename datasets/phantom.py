@@ -9,10 +9,6 @@ scanner: per-tissue contrast gamma, noise, bias field, blur and global scale.
 
 from __future__ import annotations
 
-import json
-import os
-import shutil
-import uuid
 from pathlib import Path
 
 import nibabel as nib
@@ -21,6 +17,7 @@ import pandas as pd
 from scipy.ndimage import gaussian_filter, zoom
 
 from datasets.base import DataError
+from datasets.generated import generate_once
 
 PHANTOM_VERSION = 2
 MODALITIES = ("t1", "t1ce", "t2", "flair")
@@ -93,9 +90,7 @@ def _anatomy(rng: np.random.Generator, shape: tuple[int, int, int]) -> tuple[np.
             break
     t_centre = centre + t_rel * axes
     small = rng.random() < 0.25
-    radius = float(np.exp(np.log(axes).mean())) * (
-        rng.uniform(0.08, 0.15) if small else rng.uniform(0.15, 0.42)
-    )
+    radius = float(np.exp(np.log(axes).mean())) * (rng.uniform(0.08, 0.15) if small else rng.uniform(0.15, 0.42))
     d = np.sqrt(((warped - t_centre[:, None, None, None]) ** 2).sum(0)) / radius
     d = d * (1.0 + 0.3 * _smooth_noise(rng, shape, max(radius / 2, 1.0)))
     label = np.zeros(shape, dtype=np.uint8)
@@ -117,14 +112,11 @@ def _render(
     u = [np.linspace(-1, 1, n) for n in tissue.shape]
     uu = np.meshgrid(*u, indexing="ij", sparse=True)
     coef = rng.standard_normal(9)
-    log_bias = sum(
-        c * t for c, t in zip(coef, [*uu, uu[0] * uu[1], uu[0] * uu[2], uu[1] * uu[2], *(x**2 for x in uu)])
-    )
+    log_bias = sum(c * t for c, t in zip(coef, [*uu, uu[0] * uu[1], uu[0] * uu[2], uu[1] * uu[2], *(x**2 for x in uu)]))
     image = image * np.exp(scanner["bias"] * log_bias / max(float(np.abs(log_bias).max()), 1e-12))
     sigma = scanner["noise"]  # Rician magnitude noise (Gudbjartsson & Patz, MRM 1995)
     image = np.sqrt(
-        (image + sigma * rng.standard_normal(image.shape)) ** 2
-        + (sigma * rng.standard_normal(image.shape)) ** 2
+        (image + sigma * rng.standard_normal(image.shape)) ** 2 + (sigma * rng.standard_normal(image.shape)) ** 2
     )
     image = (image + scanner["offset"][modality]) * scanner["scale"][modality]
     return np.where(tissue >= 0, image, 0.0).astype(np.float32)  # skull-stripped: 0 outside the brain
@@ -164,17 +156,11 @@ def generate_phantom(
     root = Path(root)
     if n_subjects < 1 or n_groups < 1 or len(shape) != 3 or min(shape) < 8:
         raise DataError(
-            f"phantom: need n_subjects, n_groups >= 1 and a 3D shape >= 8; "
-            f"got {n_subjects}, {n_groups}, {shape}"
+            f"phantom: need n_subjects, n_groups >= 1 and a 3D shape >= 8; got {n_subjects}, {n_groups}, {shape}"
         )
     params = _params(n_subjects, n_groups, tuple(int(s) for s in shape), seed)
-    if root.exists():
-        _check_existing(root, params)
-        return root
-    root.parent.mkdir(parents=True, exist_ok=True)
-    tmp = root.parent / f"{root.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    try:
-        tmp.mkdir()
+
+    def build(tmp: Path) -> None:
         rows1, rows2 = [], []
         for i in range(n_subjects):
             sid = f"FeTS21_Training_{i + 1:03d}"
@@ -194,28 +180,8 @@ def generate_phantom(
             pd.DataFrame(rows, columns=["Subject_ID", "Partition_ID"]).to_csv(
                 tmp / f"partitioning_{n}.csv", index=False
             )
-        (tmp / "phantom.json").write_text(json.dumps(params))
-        try:
-            os.rename(tmp, root)
-        except OSError:
-            if not root.exists():
-                raise
-            _check_existing(root, params)  # a concurrent generator won the race
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return root
 
-
-def _check_existing(root: Path, params: dict) -> None:
-    marker = root / "phantom.json"
-    try:
-        found = json.loads(marker.read_text())
-    except (OSError, ValueError):
-        raise DataError(
-            f"{root}: exists but is not a generated phantom (no readable {marker.name})"
-        ) from None
-    if found != params:
-        raise DataError(f"{root}: holds a phantom generated with {found}, not {params}")
+    return generate_once(root, params, "phantom", build)
 
 
 def phantom_root(cache_dir: Path, seed: int = 0) -> Path:

@@ -15,7 +15,6 @@ from datasets.msd import MSD
 from datasets.slices import preprocess_subjects
 
 
-
 def test_v2_channels_and_region_lists(tmp_path: Path) -> None:
     adapter = MSD(make_msd(tmp_path, "v2"))
     assert adapter.modalities() == ["adc", "t2"]
