@@ -131,10 +131,36 @@ def smp_resnet18(in_channels: int, num_classes: int) -> SegModel:
     return SegModel(body, 16, num_classes, ["encoder"], [f"encoder.model.{n}" for n in stages])
 
 
-def build_backbone(name: str, in_channels: int, num_classes: int, checkpoint: Path | None = None) -> SegModel:
-    """Instantiate a registered backbone; ``checkpoint`` loads a state dict (weights_only=True)."""
+class CheckpointError(ValueError):
+    """A --checkpoint file cannot initialise the chosen backbone."""
+
+
+def build_backbone(name: str, in_channels: int, num_classes: int, checkpoint: str | Path | None = None) -> SegModel:
+    """Instantiate a registered backbone, optionally from a checkpoint (``weights_only=True``).
+
+    The checkpoint is a state dict (or ``{"model": state_dict}``) of the same backbone; a head
+    whose class count differs is left freshly initialised, any other mismatch is an error.
+    """
     model = BACKBONES.get(name)(in_channels, num_classes)
-    if checkpoint is not None:
+    if checkpoint is None:
+        return model
+    try:
         state = torch.load(checkpoint, map_location="cpu", weights_only=True)
-        model.load_state_dict(state.get("model", state) if isinstance(state, dict) else state)
+    except (OSError, RuntimeError, ValueError) as exc:
+        raise CheckpointError(f"--checkpoint {checkpoint}: unreadable ({' '.join(str(exc).split())[:200]})") from None
+    state = state.get("model", state) if isinstance(state, dict) else state
+    own = model.state_dict()
+    head = {k for k in own if k.startswith("head.")}
+    misfit = sorted(
+        k
+        for k in set(own) | set(state)
+        if k not in head and (k not in own or k not in state or own[k].shape != state[k].shape)
+    )
+    if misfit:
+        raise CheckpointError(
+            f"--checkpoint {checkpoint}: does not fit backbone {name!r} "
+            f"({len(misfit)} tensors differ, e.g. {misfit[0]})"
+        )
+    fits = {k: v for k, v in state.items() if k not in head or v.shape == own[k].shape}
+    model.load_state_dict(fits, strict=False)
     return model

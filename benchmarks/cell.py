@@ -32,8 +32,13 @@ def code_version() -> str:
     """Git commit (with -dirty) of the checkout, else the installed package version."""
     root = Path(__file__).resolve().parent.parent
     try:
-        out = subprocess.run(["git", "describe", "--always", "--dirty", "--abbrev=10"], cwd=root,
-                             capture_output=True, text=True, timeout=10)
+        out = subprocess.run(
+            ["git", "describe", "--always", "--dirty", "--abbrev=10"],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
         if out.returncode == 0 and out.stdout.strip():
             return out.stdout.strip()
     except (OSError, subprocess.SubprocessError):
@@ -77,29 +82,52 @@ def _fine_tune(cell: Cell, data: OpenDataset, cache_dir: Path, device: torch.dev
             target.reset_head(task.num_classes)
         source.to(device).eval().requires_grad_(False)
     else:
-        target = build_backbone(cell.backbone, 1, task.num_classes)
+        target = build_backbone(cell.backbone, 1, task.num_classes, cell.checkpoint or None)
     target.to(device)
     method.total_steps = cell.budget.target_steps
     method.cache_dir = cache_dir
     method.prepare(source, target, train_set, device)
-    train(target, train_set, cell.budget.target_steps, cell.budget, device, seed=cell.seed, method=method,
-          desc=f"{cell.method} {cell.transfer}")
+    train(
+        target,
+        train_set,
+        cell.budget.target_steps,
+        cell.budget,
+        device,
+        seed=cell.seed,
+        method=method,
+        desc=f"{cell.method} {cell.transfer}",
+    )
     return _evaluate(target, data, cell, device), method.result_columns()
 
 
-def cell_frame(cell: Cell, has_groups: bool, rows: list[dict], extra: dict, status: str, error: str,
-               device: str, wall_s: float) -> pd.DataFrame:
+def cell_frame(
+    cell: Cell, has_groups: bool, rows: list[dict], extra: dict, status: str, error: str, device: str, wall_s: float
+) -> pd.DataFrame:
     """The store rows of one cell: its config and provenance columns joined to each result row."""
     common = {
-        "cell_key": cell.key, "suite": cell.suite, "dataset": cell.dataset, "transfer": cell.transfer,
-        "source_task": cell.source_task, "target_task": cell.target_task,
+        "cell_key": cell.key,
+        "suite": cell.suite,
+        "dataset": cell.dataset,
+        "transfer": cell.transfer,
+        "source_task": cell.source_task,
+        "target_task": cell.target_task,
         "transfer_type": transfer_type(cell.source_task, cell.target_task, has_groups),
-        "method": cell.method, "method_params": json.dumps(cell.method_params, sort_keys=True),
-        "backbone": cell.backbone, "seed": cell.seed, "few_shot": cell.few_shot,
-        "target_steps": cell.budget.target_steps, "status": status, "error": error,
-        "leep": float("nan"), "nce": float("nan"), **extra,
-        "code_version": code_version(), "torch_version": torch.__version__, "device": device,
-        "wall_s": round(wall_s, 3), "created_at": datetime.now(timezone.utc).isoformat(),
+        "method": cell.method,
+        "method_params": json.dumps(cell.method_params, sort_keys=True),
+        "backbone": cell.backbone,
+        "seed": cell.seed,
+        "few_shot": cell.few_shot,
+        "target_steps": cell.budget.target_steps,
+        "status": status,
+        "error": error,
+        "leep": float("nan"),
+        "nce": float("nan"),
+        **extra,
+        "code_version": code_version(),
+        "torch_version": torch.__version__,
+        "device": device,
+        "wall_s": round(wall_s, 3),
+        "created_at": datetime.now(timezone.utc).isoformat(),
     }
     return pd.DataFrame([{**common, **row} for row in rows])
 

@@ -41,6 +41,8 @@ class Cell:
     budget: Budget = Budget()
     dataset_options: dict[str, Any] = field(default_factory=dict)
     split_seed: int = 0  # fixed across seeds: test subjects are the same blocks for every seed
+    checkpoint: str = ""  # initial weights (--checkpoint) for source pretraining and scratch; "" = random
+    fingerprint: str = ""  # hash of the split's subject ids and of the checkpoint's bytes
 
     @property
     def transfer(self) -> str:
@@ -49,7 +51,7 @@ class Cell:
     def normalised(self) -> dict[str, Any]:
         """Everything that changes the result; the suite name and code version are not in it."""
         d = asdict(self)
-        del d["suite"]
+        del d["suite"], d["checkpoint"]  # the checkpoint counts by content, through the fingerprint
         d["method_params"] = dict(sorted(self.method_params.items()))
         if not self.source_task:
             d["budget"]["source_steps"] = 0

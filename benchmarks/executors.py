@@ -13,6 +13,7 @@ import hashlib
 import json
 import os
 import signal
+import sys
 import tempfile
 import threading
 import time
@@ -30,6 +31,7 @@ import torch
 from benchmarks.cell import failed_frame, run_cell
 from benchmarks.config import Cell
 from benchmarks.data import OpenDataset
+from benchmarks.sources import source_key
 from benchmarks.store import LOST, Store
 from datasets.base import DATASETS
 
@@ -59,9 +61,14 @@ def publish(data: OpenDataset, root: Path, options: dict[str, Any], cache_dir: P
     Workers reopen the dataset from it with ``open_spec`` (memoised per process), so they use
     the driver's split and cache and never re-decode a subject, not even a skipped bad one.
     """
-    spec = {"name": data.name, "root": str(Path(root).resolve()), "options": options,
-            "cached": {sid: str(Path(p).resolve()) for sid, p in data.cached.items()},
-            "split": data.split, "skipped": data.skipped}
+    spec = {
+        "name": data.name,
+        "root": str(Path(root).resolve()),
+        "options": options,
+        "cached": {sid: str(Path(p).resolve()) for sid, p in data.cached.items()},
+        "split": data.split,
+        "skipped": data.skipped,
+    }
     text = json.dumps(spec, sort_keys=True, default=str)
     path = Path(cache_dir).resolve() / "dataspecs" / f"{hashlib.sha1(text.encode()).hexdigest()[:16]}.json"
     if not path.exists():
@@ -93,8 +100,9 @@ def worker_device(text: str) -> torch.device:
     return torch.device(text)
 
 
-def execute_cell(cell: Cell, data_spec: Path, store_root: Path, cache_dir: Path, device: str = "auto",
-                 threads: int = 0) -> str:
+def execute_cell(
+    cell: Cell, data_spec: Path, store_root: Path, cache_dir: Path, device: str = "auto", threads: int = 0
+) -> str:
     """Run one cell in this process and write its rows; returns ``ok`` or ``failed``.
 
     The entry point of every executor's workers (picklable, top level). ``threads`` > 0 sets
@@ -107,7 +115,9 @@ def execute_cell(cell: Cell, data_spec: Path, store_root: Path, cache_dir: Path,
 
 
 class Executor(Protocol):
-    label: str
+    """Runs cells somewhere and yields one ``Outcome`` per cell as it finishes."""
+
+    label: str  # how the run summary names it, e.g. "local --jobs 2 (cpu, 1 thread(s) each)"
 
     def run(self, cells: list[Cell], job: Job) -> Iterator[Outcome]: ...
 
@@ -138,7 +148,7 @@ def _pool_worker(conn: Connection, job: Job, device: str, threads: int, parent: 
     while True:
         try:
             cell = conn.recv()
-        except EOFError:
+        except (EOFError, OSError):
             return
         try:
             outcome = execute_cell(cell, job.data_spec, job.store_root, job.cache_dir, device, threads), ""
@@ -169,7 +179,7 @@ class _Worker:
         if self.conn.poll():
             try:
                 return self.conn.recv()
-            except EOFError:
+            except (EOFError, OSError):  # the worker died: EOF, or a reset of its end of the socket
                 self.proc.join(timeout=10)
         if self.proc.is_alive():
             return None
@@ -178,8 +188,8 @@ class _Worker:
         return "lost", f"worker process {self.proc.pid} on {self.device} died ({how})"
 
     def stop(self) -> None:
-        self.conn.close()  # an idle worker reads EOF and exits
-        self.proc.join(timeout=None if self.cell is None else 0)
+        self.conn.close()  # an idle worker reads EOF and exits; a busy one is killed
+        self.proc.join(timeout=10 if self.cell is None else 0)
         if self.proc.is_alive():
             self.proc.kill()
             self.proc.join()
@@ -238,9 +248,17 @@ class Slurm:
         executor = submitit.AutoExecutor(folder=self.folder, cluster=self.cluster)
         executor.update_parameters(**self.parameters)
         n = len(cells)
-        jobs = executor.map_array(execute_cell, cells, [job.data_spec] * n, [job.store_root] * n,
-                                  [job.cache_dir] * n, [self.device] * n, [self.threads] * n)
-        print(f"submitted {n} job(s) ({jobs[0].job_id.split('_')[0]}...); logs in {self.folder}", flush=True)
+        with submitit.helpers.clean_env():  # a driver running inside a SLURM job must not pass on its allocation
+            jobs = executor.map_array(
+                execute_cell,
+                cells,
+                [job.data_spec] * n,
+                [job.store_root] * n,
+                [job.cache_dir] * n,
+                [self.device] * n,
+                [self.threads] * n,
+            )
+        print(f"submitted {n} job(s) ({jobs[0].job_id.split('_')[0]}...); logs in {self.folder}", file=sys.stderr)
         cell_of = {j.job_id: c for j, c in zip(jobs, cells)}
         for done in submitit.helpers.as_completed(jobs, poll_frequency=1 if self.cluster == "local" else 15):
             exc = done.exception()
@@ -302,8 +320,10 @@ class Tally:
 
     def line(self, label: str) -> str:
         lost = f" ({self.lost} lost: rerun to redo)" if self.lost else ""
-        return (f"{label}: {self.ok} ok, {self.failed} failed{lost}, {self.skipped} skipped (already done) "
-                f"in {self.wall_s:.1f} s")
+        return (
+            f"{label}: {self.ok} ok, {self.failed} failed{lost}, {self.skipped} skipped (already done) "
+            f"in {self.wall_s:.1f} s"
+        )
 
 
 def _stamp(path: Path) -> tuple[int, int] | None:
@@ -314,23 +334,44 @@ def _stamp(path: Path) -> tuple[int, int] | None:
     return st.st_ino, st.st_mtime_ns
 
 
+def waves(cells: list[Cell], cache_dir: Path) -> list[list[Cell]]:
+    """Split cells so that no worker sits waiting on another's source model.
+
+    The first wave holds one cell per source model still to train (it trains the model) and
+    every cell whose source model exists or that needs none; the second holds the rest.
+    """
+    first, second, claimed = [], [], set()
+    for cell in cells:
+        key = source_key(cell) if cell.source_task else ""
+        if not key or key not in claimed or (Path(cache_dir) / "sources" / f"{key}.pt").exists():
+            first.append(cell)
+            claimed.add(key)
+        else:
+            second.append(cell)
+    return [wave for wave in (first, second) if wave]
+
+
 def run_grid(executor: Executor, cells: list[Cell], job: Job, has_groups: bool, log: Any) -> Tally:
-    """Run ``cells`` with ``executor``, printing one line per finished cell to ``log``.
+    """Run ``cells`` with ``executor`` (in ``waves``), printing one line per finished cell to ``log``.
 
     A cell whose worker raised or died without writing rows gets one ``failed`` row with the
     reason; a died worker's row is marked ``LOST`` so the next run redoes the cell.
     """
     store, tally, start = Store(job.store_root), Tally(), time.time()
     before = {c.key: _stamp(store.path(c.key)) for c in cells}
-    for i, (cell, state, detail) in enumerate(executor.run(cells, job), 1):
+    outcomes = (outcome for wave in waves(cells, job.cache_dir) for outcome in executor.run(wave, job))
+    for i, (cell, state, detail) in enumerate(outcomes, 1):
         if state in ("error", "lost") and _stamp(store.path(cell.key)) == before[cell.key]:
             error = f"{LOST}: {detail}" if state == "lost" else f"WorkerError: {detail}"
             store.write(cell.key, failed_frame(cell, has_groups, error, "", time.time() - start))
         state = store.state(cell.key) or "lost"
         rows = store.read_cell(cell.key) if store.path(cell.key).exists() else None
         wall = f" ({rows['wall_s'].iloc[0]:.1f} s)" if rows is not None else ""
-        print(f"[{i}/{len(cells)}] {cell.method} {cell.transfer} seed={cell.seed} k={cell.few_shot}: {state}{wall}",
-              file=log, flush=True)
+        print(
+            f"[{i}/{len(cells)}] {cell.method} {cell.transfer} seed={cell.seed} k={cell.few_shot}: {state}{wall}",
+            file=log,
+            flush=True,
+        )
         if state != "ok" and rows is not None:
             print("    " + rows["error"].iloc[0].splitlines()[0][:300], file=log, flush=True)
         tally.ok += state == "ok"

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import hashlib
 import json
 import os
 import tempfile
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict
@@ -25,21 +27,41 @@ def source_key(cell: Cell) -> str:
     """Hash of what determines the source model (not the method, target or few-shot k)."""
     b = asdict(cell.budget)
     b.pop("target_steps")
-    blob = json.dumps([cell.dataset, cell.dataset_options, cell.source_task, cell.backbone, cell.seed,
-                       cell.split_seed, b], sort_keys=True, default=str)
+    blob = json.dumps(
+        [
+            cell.dataset,
+            cell.dataset_options,
+            cell.source_task,
+            cell.backbone,
+            cell.seed,
+            cell.split_seed,
+            b,
+            cell.fingerprint,
+        ],
+        sort_keys=True,
+        default=str,
+    )
     return hashlib.sha1(blob.encode()).hexdigest()[:16]
 
 
 @contextmanager
-def file_lock(path: Path) -> Iterator[None]:
-    """Exclusive inter-process lock (flock) held for the ``with`` block."""
+def file_lock(path: Path) -> Iterator[bool]:
+    """Exclusive inter-process lock (flock) held for the ``with`` block; yields whether it is held.
+
+    On a file system without flock (some NFS mounts) the block runs unlocked, with a warning:
+    callers only lose time then, as they publish their results by atomic rename.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "w") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
         try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
+            fcntl.flock(fh, fcntl.LOCK_EX)
+        except OSError as exc:
+            if exc.errno not in (errno.ENOLCK, errno.EOPNOTSUPP):
+                raise
+            warnings.warn(f"{path}: no file locking here ({exc.strerror}); work may be done twice", stacklevel=3)
+            yield False
+        else:
+            yield True  # closing the file releases the lock, also when the block raises
 
 
 def source_model(cell: Cell, data: OpenDataset, cache_dir: Path, device: torch.device) -> tuple[SegModel, Path]:
@@ -53,15 +75,22 @@ def source_model(cell: Cell, data: OpenDataset, cache_dir: Path, device: torch.d
     """
     path = cache_dir / "sources" / f"{source_key(cell)}.pt"
     task = data.task(cell.source_task)
-    with file_lock(path.with_suffix(".lock")):
+    with file_lock(path.with_suffix(".lock")) as locked:
         if not path.exists():
-            for stale in path.parent.glob(f".{path.stem}-*.tmp"):  # we hold the lock: its writer is dead
+            for stale in path.parent.glob(f".{path.stem}-*.tmp") if locked else []:  # held: its writer is dead
                 stale.unlink()
             seed_all(cell.seed, "source-init")
-            model = build_backbone(cell.backbone, 1, task.num_classes)
+            model = build_backbone(cell.backbone, 1, task.num_classes, cell.checkpoint or None)
             slices = data.slices(task, data.task_ids(task, "train"))
-            train(model, SliceDataset(slices, augment=cell.budget.augment, seed=cell.seed),
-                  cell.budget.source_steps, cell.budget, device, seed=cell.seed, desc=f"source {task}")
+            train(
+                model,
+                SliceDataset(slices, augment=cell.budget.augment, seed=cell.seed),
+                cell.budget.source_steps,
+                cell.budget,
+                device,
+                seed=cell.seed,
+                desc=f"source {task}",
+            )
             fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}-", suffix=".tmp")
             with os.fdopen(fd, "wb") as fh:
                 torch.save({"model": model.cpu().state_dict(), "num_classes": task.num_classes}, fh)

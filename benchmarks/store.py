@@ -11,10 +11,32 @@ from pathlib import Path
 import pandas as pd
 
 COLUMNS = [
-    "cell_key", "suite", "dataset", "transfer", "source_task", "target_task", "transfer_type",
-    "method", "method_params", "backbone", "seed", "few_shot", "target_steps", "subject_id", "region",
-    "dice", "hd95", "status", "error", "leep", "nce", "code_version", "torch_version", "device",
-    "wall_s", "created_at",
+    "cell_key",
+    "suite",
+    "dataset",
+    "transfer",
+    "source_task",
+    "target_task",
+    "transfer_type",
+    "method",
+    "method_params",
+    "backbone",
+    "seed",
+    "few_shot",
+    "target_steps",
+    "subject_id",
+    "region",
+    "dice",
+    "hd95",
+    "status",
+    "error",
+    "leep",
+    "nce",
+    "code_version",
+    "torch_version",
+    "device",
+    "wall_s",
+    "created_at",
 ]
 
 
@@ -75,13 +97,14 @@ class Store:
         if missing:
             raise ValueError(f"cell {key}: rows lack columns {missing}")
         self.cells.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=self.cells, prefix=f".{key}~{socket.gethostname()}~{os.getpid()}~",
-                                   suffix=".tmp")
+        fd, tmp = tempfile.mkstemp(
+            dir=self.cells, prefix=f".{key}~{socket.gethostname()}~{os.getpid()}~", suffix=".tmp"
+        )
+        os.close(fd)
         try:
-            with os.fdopen(fd, "wb") as fh:
-                rows[COLUMNS + [c for c in rows.columns if c not in COLUMNS]].to_parquet(fh, index=False)
-                fh.flush()
-                os.fsync(fh.fileno())
+            rows[COLUMNS + [c for c in rows.columns if c not in COLUMNS]].to_parquet(tmp, index=False)
+            with open(tmp, "rb") as fh:
+                os.fsync(fh.fileno())  # on disk before it gets the cell's name
             os.replace(tmp, self.path(key))
         finally:
             if os.path.exists(tmp):

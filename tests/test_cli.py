@@ -59,7 +59,7 @@ BAD = {
     "missing modality": (["--source", "01-pd-WT", "--target", "01-t1-WT"], "unknown modality 'pd'"),
     "bad param": (["--param", "finetune.nope=1"], "unknown hyperparameter"),
     "few-shot too large": (["--few-shot", "500"], "--few-shot 500 exceeds"),
-    "unknown suite": (["--suite", "nope"], "unknown suite 'nope'"),
+    "unknown suite": (["--suite", "nope"], "--suite 'nope': unknown suite"),
 }
 
 
@@ -116,3 +116,26 @@ def test_list_methods(capsys: pytest.CaptureFixture) -> None:
     assert main(["--list-methods"]) == 0
     text = capsys.readouterr().out
     assert "finetune" in text and "scratch" in text and "encoder_lr_mult" in text
+
+
+def test_checkpoint_initialises_and_enters_the_key(tmp_path: Path, run_dirs: tuple[Path, Path],
+                                                   capsys: pytest.CaptureFixture) -> None:
+    import torch
+
+    from benchmarks.backbones import build_backbone
+
+    _, cache = run_dirs
+    good, bad = tmp_path / "unet.pt", tmp_path / "basic.pt"
+    torch.save({"model": build_backbone("unet", 1, 5).state_dict()}, good)  # other head: left fresh
+    torch.save(build_backbone("basicunet", 1, 2).state_dict(), bad)
+    out = tmp_path / "out"
+    common = ["--method", "scratch", "--out", str(out), "--cache-dir", str(cache), *STEPS]
+    assert main(common) == 0
+    assert main([*common, "--checkpoint", str(good)]) == 0
+    assert len(list((out / "cells").glob("*.parquet"))) == 4  # same grid, new keys: nothing reused
+    before = _snapshot(out)
+    capsys.readouterr()
+    assert main([*common, "--checkpoint", str(bad)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "does not fit backbone 'unet'" in err
+    assert _snapshot(out) == before
