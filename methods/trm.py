@@ -57,8 +57,11 @@ class TransferRiskMap(Method):
         ),
         "alpha": HParam(1.0, "slope of the linear weighting"),
         "beta": HParam(2.0, "base of the exponential weighting"),
+        # Default "all", not DESIGN.md's "foreground": dividing a sum over every pixel by the foreground
+        # count blows up on slices with little or no tumour and collapsed training to all-background on
+        # the default suite (README, "Transfer Risk Map"); "foreground" stays available as an ablation.
         "normalize": HParam(
-            "foreground", "divide each image's weighted CE by its foreground or all pixels", ("foreground", "all")
+            "all", "divide each image's weighted CE by its pixel count (all) or foreground count", ("all", "foreground")
         ),
     }
 

@@ -1,23 +1,25 @@
 """One TRM training step against one plain fine-tuning step (same backbone, batch, run).
 
-The TRM maps are precomputed and travel with the batch, so the step should cost only a
-weighted cross-entropy more: the issue's target is at most 1.10x. The ratio is reported in
-``extra_info`` and printed; it is measured, not asserted.
+The TRM maps are precomputed and travel with the batch, so a step should cost only a weighted
+cross-entropy more (issue target: at most 1.10x). The two steps are timed in interleaved rounds
+so that machine noise hits both alike; the ratio of medians is reported in ``extra_info`` and
+printed, never asserted.
 """
 
 from __future__ import annotations
 
-import pytest
+import statistics
+import time
+from collections.abc import Callable
+
 import torch
 
 from benchmarks.backbones import build_backbone
 from methods import METHODS
 from methods.trm import WEIGHT_KEY
 
-RESULTS: dict[str, float] = {}
 
-
-def _step_fn(method_name: str):
+def _step_fn(method_name: str) -> Callable[[], None]:
     torch.manual_seed(0)
     model = build_backbone("unet", 1, 2).train()
     method = METHODS.get(method_name)()
@@ -37,12 +39,18 @@ def _step_fn(method_name: str):
     return step
 
 
-@pytest.mark.parametrize("method_name", ["finetune", "trm"])
-def test_training_step(benchmark, method_name: str) -> None:
-    step = _step_fn(method_name)
-    benchmark.pedantic(step, rounds=15, iterations=1, warmup_rounds=3)
-    RESULTS[method_name] = benchmark.stats.stats.median
-    if len(RESULTS) == 2:
-        ratio = RESULTS["trm"] / RESULTS["finetune"]
-        benchmark.extra_info["trm_over_finetune"] = ratio
-        print(f"\nTRM step / fine-tuning step (median): {ratio:.3f}x (target <= 1.10x)")
+def test_trm_step_over_finetune_step(benchmark) -> None:
+    steps = {name: _step_fn(name) for name in ("finetune", "trm")}
+    times: dict[str, list[float]] = {name: [] for name in steps}
+    for _ in range(3):  # warm-up
+        for step in steps.values():
+            step()
+    for _ in range(25):
+        for name, step in steps.items():
+            start = time.perf_counter()
+            step()
+            times[name].append(time.perf_counter() - start)
+    benchmark.pedantic(steps["trm"], rounds=5, iterations=1)
+    ft, trm = (statistics.median(times[n]) for n in ("finetune", "trm"))
+    benchmark.extra_info.update(finetune_ms=ft * 1e3, trm_ms=trm * 1e3, trm_over_finetune=trm / ft)
+    print(f"\nTRM step {trm * 1e3:.1f} ms / fine-tuning step {ft * 1e3:.1f} ms = {trm / ft:.3f}x (target <= 1.10x)")
