@@ -124,3 +124,14 @@ def test_trm_cell_end_to_end(tmp_path) -> None:
     trm = rows[rows["method"] == "trm"]
     assert (trm["status"] == "ok").all() and trm["leep"].notna().all() and trm["nce"].notna().all()
     assert rows.loc[rows["method"] == "finetune", "leep"].isna().all()
+
+
+def test_riskmap_figure_and_bad_task(tmp_path, capsys) -> None:
+    from benchmarks.riskmap import main
+
+    png = tmp_path / "fig.png"
+    args = ["--steps", "2", "--slices", "2", "--cache-dir", str(tmp_path / "cache")]
+    assert main([*args, "--out", str(png)]) == 0
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
+    assert main([*args, "--target", "01-t1-XX", "--out", str(tmp_path / "x.png")]) == 2
+    assert "unknown region 'XX'" in capsys.readouterr().err
