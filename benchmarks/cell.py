@@ -15,7 +15,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from benchmarks.backbones import build_backbone
+from benchmarks.backbones import SegModel, build_backbone
 from benchmarks.config import Cell, transfer_type
 from benchmarks.data import OpenDataset
 from benchmarks.metrics import dice_hd95
@@ -24,7 +24,7 @@ from benchmarks.store import Store
 from benchmarks.train import predict, seed_all, train
 from datasets.base import DataError
 from datasets.slices import SliceDataset, assemble_volume
-from methods.base import METHODS
+from methods.base import METHODS, Method
 
 
 @lru_cache(maxsize=1)
@@ -66,7 +66,10 @@ def _evaluate(model: torch.nn.Module, data: OpenDataset, cell: Cell, device: tor
     return rows
 
 
-def _fine_tune(cell: Cell, data: OpenDataset, cache_dir: Path, device: torch.device) -> tuple[list[dict], dict]:
+def fine_tune(
+    cell: Cell, data: OpenDataset, cache_dir: Path, device: torch.device
+) -> tuple[SegModel, SegModel | None, Method]:
+    """Build, prepare and train the cell's target model: (target, frozen source or None, method)."""
     method = METHODS.get(cell.method)(**cell.method_params)
     task = data.task(cell.target_task)
     train_ids = data.train_ids(task, cell.few_shot, cell.seed)
@@ -97,6 +100,11 @@ def _fine_tune(cell: Cell, data: OpenDataset, cache_dir: Path, device: torch.dev
         method=method,
         desc=f"{cell.method} {cell.transfer}",
     )
+    return target, source, method
+
+
+def _fine_tune(cell: Cell, data: OpenDataset, cache_dir: Path, device: torch.device) -> tuple[list[dict], dict]:
+    target, _, method = fine_tune(cell, data, cache_dir, device)
     return _evaluate(target, data, cell, device), method.result_columns()
 
 

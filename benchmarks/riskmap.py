@@ -8,7 +8,6 @@ network in place of the source), for the test slices with the most foreground.
 from __future__ import annotations
 
 import argparse
-import copy
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -21,16 +20,14 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from torch.utils.data import DataLoader  # noqa: E402
 
+from benchmarks.cell import fine_tune  # noqa: E402
 from benchmarks.config import Cell  # noqa: E402
 from benchmarks.data import OpenDataset, open_dataset  # noqa: E402
 from benchmarks.run import DEFAULT_CACHE, resolve_device  # noqa: E402
-from benchmarks.sources import source_model  # noqa: E402
 from benchmarks.suite import SuiteError, load_suite  # noqa: E402
-from benchmarks.train import seed_all, train  # noqa: E402
 from datasets.base import DataError  # noqa: E402
 from datasets.registry import UnknownNameError  # noqa: E402
 from datasets.slices import SliceDataset, SliceSet  # noqa: E402
-from methods import METHODS  # noqa: E402
 from methods.transferability import compute_joint, compute_risk_maps, leep_conditional  # noqa: E402
 
 
@@ -54,7 +51,7 @@ def risk_of(
 
 
 def figure(cell: Cell, data: OpenDataset, cache_dir: Path, device: torch.device, n_slices: int, out: Path) -> Path:
-    """Fine-tune ``cell`` with plain fine-tuning and draw the four-column figure."""
+    """Fine-tune ``cell`` with plain fine-tuning (the same training as its cell) and draw the figure."""
     task = data.task(cell.target_task)
     train_set = data.slices(task, data.train_ids(task, cell.few_shot, cell.seed))
     test_ids = data.task_ids(task, "test")
@@ -71,22 +68,7 @@ def figure(cell: Cell, data: OpenDataset, cache_dir: Path, device: torch.device,
         test.volume_shape,
         test.spacing,
     )
-    source, _ = source_model(cell, data, cache_dir, device)
-    source.requires_grad_(False)
-    seed_all(cell.seed, "target-init")
-    tuned = copy.deepcopy(source).requires_grad_(True)
-    if tuned.num_classes != task.num_classes:
-        tuned.reset_head(task.num_classes)
-    train(
-        tuned,
-        SliceDataset(train_set, augment=cell.budget.augment, seed=cell.seed),
-        cell.budget.target_steps,
-        cell.budget,
-        device,
-        seed=cell.seed,
-        method=METHODS.get("finetune")(),
-        desc="finetune",
-    )
+    tuned, source, _ = fine_tune(replace(cell, method="finetune", method_params={}), data, cache_dir, device)
     r_src, leep_src = risk_of(source, train_set, shown, task.num_classes, device)
     r_ft, leep_ft = risk_of(tuned, train_set, shown, task.num_classes, device)
 

@@ -152,6 +152,11 @@ def _parse_value(text: str) -> object:
     return yaml.safe_load(text)
 
 
+def dataset_options(specs: list[str]) -> dict[str, object]:
+    """``--dataset-option partitioning=2`` -> {"partitioning": 2} (values parsed as YAML scalars)."""
+    return {key: _parse_value(value) for key, _, value in (spec.partition("=") for spec in specs)}
+
+
 def method_params(names: list[str], specs: list[str]) -> dict[str, dict]:
     """``--param trm.alpha=2`` -> {"trm": {"alpha": 2}}, validated against declared hyperparameters."""
     params: dict[str, dict] = {n: {} for n in names}
@@ -196,7 +201,7 @@ def apply_overrides(suite: Suite, args: argparse.Namespace) -> Suite:
     if args.dataset_option:
         changes["dataset_options"] = {
             **suite.dataset_options,
-            **{k: _parse_value(v) for k, _, v in (o.partition("=") for o in args.dataset_option)},
+            **dataset_options(args.dataset_option),
         }
     if args.steps is not None:
         if args.steps < 1:
@@ -409,8 +414,7 @@ def list_methods() -> str:
 
 def list_tasks(name: str, args: argparse.Namespace) -> str:
     cls = DATASETS.get(name)
-    options = {k: _parse_value(v) for k, _, v in (o.partition("=") for o in args.dataset_option)}
-    adapter = cls(args.data_root or cls.default_root(args.cache_dir), **options)
+    adapter = cls(args.data_root or cls.default_root(args.cache_dir), **dataset_options(args.dataset_option))
     return "\n".join(
         [
             f"dataset {name} at {adapter.root}",
