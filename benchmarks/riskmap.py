@@ -23,7 +23,7 @@ from torch.utils.data import DataLoader  # noqa: E402
 from benchmarks.cell import fine_tune  # noqa: E402
 from benchmarks.config import Cell  # noqa: E402
 from benchmarks.data import OpenDataset, open_dataset  # noqa: E402
-from benchmarks.run import DEFAULT_CACHE, resolve_device  # noqa: E402
+from benchmarks.run import DEFAULT_CACHE, cell_identity, resolve_device  # noqa: E402
 from benchmarks.suite import SuiteError, load_suite  # noqa: E402
 from datasets.base import DataError  # noqa: E402
 from datasets.registry import UnknownNameError  # noqa: E402
@@ -149,6 +149,7 @@ def main(argv: list[str] | None = None) -> int:
             suite.dataset, args.data_root, suite.dataset_options, args.cache_dir, budget.size, suite.split_seed
         )
         data.task(cell.source_task)
+        cell = replace(cell, **cell_identity(data, None))  # the same source model as the run's cells
         path = figure(cell, data, args.cache_dir, device, args.slices, args.out)
     except (SuiteError, DataError, UnknownNameError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -249,14 +249,15 @@ def build_cells(suite: Suite, params: dict[str, dict], data: OpenDataset, checkp
         for seed in suite.seeds:
             for k in suite.few_shot:
                 data.train_ids(target_task, k, seed)
+    return [replace(cell, **cell_identity(data, checkpoint)) for cell in grid_cells(suite, params)]
+
+
+def cell_identity(data: OpenDataset, checkpoint: Path | None) -> dict[str, str]:
+    """The ``fingerprint`` (split subject ids + checkpoint bytes) and ``checkpoint`` fields of a cell."""
     digest = hashlib.sha1(json.dumps(data.split, sort_keys=True).encode())
     if checkpoint is not None:
         digest.update(Path(checkpoint).read_bytes())
-    extra = {
-        "fingerprint": digest.hexdigest()[:16],
-        "checkpoint": str(Path(checkpoint).resolve()) if checkpoint else "",
-    }
-    return [replace(cell, **extra) for cell in grid_cells(suite, params)]
+    return {"fingerprint": digest.hexdigest()[:16], "checkpoint": str(Path(checkpoint).resolve()) if checkpoint else ""}
 
 
 def _at_least(args: argparse.Namespace, name: str, minimum: int = 1) -> None:
