@@ -45,15 +45,11 @@ class FeTS2021(DatasetAdapter):
     def __init__(self, root: Path, partitioning: int = 1, **options: Any) -> None:
         super().__init__(root, **options)
         if options:
-            raise DataError(
-                f"dataset {self.name!r}: unknown option(s) {sorted(options)}; valid: partitioning"
-            )
+            raise DataError(f"dataset {self.name!r}: unknown option(s) {sorted(options)}; valid: partitioning")
         try:
             self.partitioning = int(partitioning)
         except (TypeError, ValueError):
-            raise DataError(
-                f"dataset {self.name!r}: partitioning={partitioning!r} is not an integer"
-            ) from None
+            raise DataError(f"dataset {self.name!r}: partitioning={partitioning!r} is not an integer") from None
         self.root = self._locate(self.root)
         self.csv = self.root / f"partitioning_{self.partitioning}.csv"
         if not self.csv.is_file():
@@ -87,17 +83,13 @@ class FeTS2021(DatasetAdapter):
         except Exception as exc:
             raise DataError(f"{self.csv}: unreadable CSV ({type(exc).__name__}: {exc})") from None
         if list(table.columns[:2]) != ["Subject_ID", "Partition_ID"]:
-            raise DataError(
-                f"{self.csv}: expected header Subject_ID,Partition_ID, got {','.join(table.columns)}"
-            )
+            raise DataError(f"{self.csv}: expected header Subject_ID,Partition_ID, got {','.join(table.columns)}")
         subjects = []
         for sid, group in zip(table["Subject_ID"].str.strip(), table["Partition_ID"].str.strip()):
             folder = self.root / sid
             if not folder.is_dir():
                 raise DataError(f"{self.csv}: subject {sid} is listed but its folder {folder} is missing")
-            images = {
-                m: p for m, suf in MODALITY_SUFFIXES.items() if (p := _find(folder, sid, suf)) is not None
-            }
+            images = {m: p for m, suf in MODALITY_SUFFIXES.items() if (p := _find(folder, sid, suf)) is not None}
             if not images:
                 raise DataError(f"{folder}: no modality file {sid}_{{t1,t1ce,t2,flair}}.nii.gz")
             label = _find(folder, sid, ("seg",))

@@ -141,13 +141,10 @@ def preprocess_subjects(
     folder.mkdir(parents=True, exist_ok=True)
     modalities = adapter.modalities()
     paths = {
-        s.id: folder / f"{cache_key(adapter.name, s, size, modalities, adapter.label_values)}.npz"
-        for s in subjects
+        s.id: folder / f"{cache_key(adapter.name, s, size, modalities, adapter.label_values)}.npz" for s in subjects
     }
     todo = [
-        (s.id, (s, modalities, adapter.label_values, size, paths[s.id]))
-        for s in subjects
-        if not paths[s.id].is_file()
+        (s.id, (s, modalities, adapter.label_values, size, paths[s.id])) for s in subjects if not paths[s.id].is_file()
     ]
     errors: dict[str, str | None] = {}
     with tqdm(total=len(todo), desc="preprocess", unit="subject", disable=None) as bar:

@@ -108,9 +108,7 @@ def assemble_volume(slices: SliceSet, subject_id: str, per_slice: np.ndarray) ->
     if len(per_slice) == len(slices):
         per_slice = per_slice[rows]
     elif len(per_slice) != len(rows):
-        raise ValueError(
-            f"per_slice has {len(per_slice)} slices; expected {len(slices)} or {len(rows)} ({subject_id})"
-        )
+        raise ValueError(f"per_slice has {len(per_slice)} slices; expected {len(slices)} or {len(rows)} ({subject_id})")
     volume = np.zeros(slices.volume_shape[subject_id], dtype=per_slice.dtype)
     volume[..., slices.z[rows]] = np.moveaxis(per_slice, 0, -1)
     return volume

@@ -184,9 +184,7 @@ def negative_transfer_frame(units: pd.DataFrame, variants: list[str], options: O
                 continue
             result = compare(part, variant, options.scratch, options)
             kinds = "+".join(sorted(set(part.index.get_level_values("transfer_type"))))
-            verdict = stats.verdict(
-                result["ci_low"], result["ci_high"], result["n_seeds"], options.higher_is_better
-            )
+            verdict = stats.verdict(result["ci_low"], result["ci_high"], result["n_seeds"], options.higher_is_better)
             rows.append(
                 {"method": variant, "scratch": options.scratch, "target_task": task, "transfer_type": kinds}
                 | result

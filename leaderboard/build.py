@@ -177,9 +177,7 @@ def _summary(report: Report) -> str:
     if len(report.variants) == 1:
         lines.append(f"only one method ({report.variants[0]}): nothing to compare")
     elif report.comparisons.empty:
-        lines.append(
-            f"no comparisons: no result of control '{opts.control or 'finetune'}' here (use --control)"
-        )
+        lines.append(f"no comparisons: no result of control '{opts.control or 'finetune'}' here (use --control)")
     if report.negative_transfer.empty:
         lines.append("no negative-transfer table: no scratch result to compare with (use --scratch)")
     if report.without_results:

@@ -70,9 +70,7 @@ def cd_diagram(mean_ranks: pd.Series, cd: float, path: Path, subtitle: str) -> N
     plt.close(fig)
 
 
-def gains_plot(
-    gains: pd.DataFrame, order: list[str], colours: dict, ylabel: str, title: str, path: Path
-) -> None:
+def gains_plot(gains: pd.DataFrame, order: list[str], colours: dict, ylabel: str, title: str, path: Path) -> None:
     """One box per method of its per-block differences to the control, points by target task, zero line."""
     methods = [m for m in order if m in set(gains["method"])]
     tasks = sorted(gains["target_task"].unique())

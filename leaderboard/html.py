@@ -67,9 +67,7 @@ def html_table(table: Table, table_id: str) -> str:
     if table.rows:
         numeric = numeric_columns(table)
         head = "".join(_cell(Cell(h), n, "th") for h, n in zip(table.headers, numeric))
-        body = "".join(
-            "<tr>" + "".join(_cell(c, n) for c, n in zip(row, numeric)) + "</tr>" for row in table.rows
-        )
+        body = "".join("<tr>" + "".join(_cell(c, n) for c, n in zip(row, numeric)) + "</tr>" for row in table.rows)
         parts.append(f'<table id="{table_id}"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>')
     else:
         parts.append(f'<table id="{table_id}"><tbody><tr><td class="text">none</td></tr></tbody></table>')
@@ -80,10 +78,7 @@ def html_table(table: Table, table_id: str) -> str:
 def _figure(png: Path | None, alt: str, caption: str) -> str:
     if png is None or not png.exists():
         return f'<p class="note">{escape(caption)}</p>'
-    return (
-        f'<figure><img src="{data_uri(png)}" alt="{escape(alt)}">'
-        f"<figcaption>{escape(caption)}</figcaption></figure>"
-    )
+    return f'<figure><img src="{data_uri(png)}" alt="{escape(alt)}"><figcaption>{escape(caption)}</figcaption></figure>'
 
 
 def _warnings(report: Report) -> list[str]:

@@ -91,9 +91,7 @@ def hierarchical_bootstrap_ci(
     frame["stratum"] = pd.factorize(np.zeros(len(frame)) if strata is None else np.asarray(strata))[0]
     frame["group"] = 0 if groups is None else np.asarray(groups)
     sums = frame.groupby(["group", "stratum", "seed", "cluster"])["value"].agg(["sum", "count"])
-    group, stratum, seed = (
-        sums.index.get_level_values(name).to_numpy() for name in ("group", "stratum", "seed")
-    )
+    group, stratum, seed = (sums.index.get_level_values(name).to_numpy() for name in ("group", "stratum", "seed"))
     cluster_sums, cluster_counts = sums["sum"].to_numpy(), sums["count"].to_numpy()
     # Contiguous runs of clusters sharing (group, stratum, seed): the index is sorted.
     new_run = np.r_[True, (group[1:] != group[:-1]) | (stratum[1:] != stratum[:-1]) | (seed[1:] != seed[:-1])]
@@ -121,9 +119,7 @@ def hierarchical_bootstrap_ci(
     with np.errstate(invalid="ignore"):
         means = total / count
     present = count > 0
-    stat = (np.where(present, means, 0.0) * weights[:, None]).sum(axis=0) / (present * weights[:, None]).sum(
-        axis=0
-    )
+    stat = (np.where(present, means, 0.0) * weights[:, None]).sum(axis=0) / (present * weights[:, None]).sum(axis=0)
     low, high = np.quantile(stat, [alpha / 2, 1 - alpha / 2])
     return float(low), float(high)
 

@@ -111,9 +111,7 @@ def leaderboard_table(report: Report) -> Table:
             row.append(Cell(text, bold=mean == best[scope], dagger=(variant, scope) in significant))
         rank = f"{report.overall.loc[variant, 'mean_rank']:.2f}"
         rows.append([*row, Cell(rank, bold=rank == best_rank)])
-    return Table(
-        f"Leaderboard: {METRIC_LABELS[opts.metric]} ({direction(report)})", headers, rows, _notes(report)
-    )
+    return Table(f"Leaderboard: {METRIC_LABELS[opts.metric]} ({direction(report)})", headers, rows, _notes(report))
 
 
 def _notes(report: Report) -> list[str]:
@@ -320,9 +318,7 @@ def kendall_table(report: Report) -> Table:
         "points share transfers, so its p-value is optimistic.",
         *_score_verdicts(report),
     ]
-    return Table(
-        "Kendall τ: transferability score vs observed gain", ["Level", "Score", "n", "τ", "p"], rows, notes
-    )
+    return Table("Kendall τ: transferability score vs observed gain", ["Level", "Score", "n", "τ", "p"], rows, notes)
 
 
 def _score_verdicts(report: Report) -> list[str]:
@@ -383,8 +379,7 @@ def provenance_lines(report: Report) -> list[str]:
         return ", ".join(f"{k or '?'} ({v} cells)" for k, v in counts.items())
 
     lines = [
-        f"Cells: {p['n_cells']} ({p['n_ok_cells']} ok, {p['n_failed_cells']} failed, "
-        f"{len(p['missing'])} missing)",
+        f"Cells: {p['n_cells']} ({p['n_ok_cells']} ok, {p['n_failed_cells']} failed, {len(p['missing'])} missing)",
         f"Code versions: {listing(p['code_versions'])}"
         + (" — MIXED: results come from different code" if len(p["code_versions"]) > 1 else ""),
         f"Torch versions: {listing(p['torch_versions'])}",
@@ -497,9 +492,7 @@ def to_latex(table: Table) -> str:
     """A booktabs table environment (needs \\usepackage{booktabs}); notes become the caption."""
     heads = [h.split("\n") for h in table.headers]
     depth = max(len(h) for h in heads)
-    header_rows = [
-        " & ".join(tex_escape(h[i]) if i < len(h) else "" for h in heads) + r" \\" for i in range(depth)
-    ]
+    header_rows = [" & ".join(tex_escape(h[i]) if i < len(h) else "" for h in heads) + r" \\" for i in range(depth)]
     body = [" & ".join(_tex_cell(c) for c in row) + r" \\" for row in table.rows]
     caption = tex_escape(" ".join([table.title + "."] + table.notes))
     return "\n".join(

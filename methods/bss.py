@@ -55,7 +55,5 @@ class BSS(Method):
         pooled = bottleneck.flatten(2).mean(-1)  # global average pooling -> (B, C)
         return self.params["eta"] * bss_penalty(pooled, self.params["k"])
 
-    def loss(
-        self, batch: dict[str, torch.Tensor], logits: torch.Tensor, target_model: nn.Module
-    ) -> torch.Tensor:
+    def loss(self, batch: dict[str, torch.Tensor], logits: torch.Tensor, target_model: nn.Module) -> torch.Tensor:
         return base_loss(logits, batch["label"]) + self.penalty()

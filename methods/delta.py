@@ -21,9 +21,7 @@ def feature_distance(target: list[torch.Tensor], source: list[torch.Tensor]) -> 
     """Mean over stages of ||F_t - F_s||^2 / numel(F): each stage counts equally whatever its size."""
     # Li et al. 2019, DELTA behavioural regulariser Omega'(w) = sum_j ||FM_j(w, x) - FM_j(w*, x)||^2 with unit
     # channel weights; normalised here by element count (mean) and averaged over stages.
-    return torch.stack(
-        [(t.float() - s.float()).pow(2).mean() for t, s in zip(target, source, strict=True)]
-    ).mean()
+    return torch.stack([(t.float() - s.float()).pow(2).mean() for t, s in zip(target, source, strict=True)]).mean()
 
 
 @register_method("delta")
@@ -31,9 +29,7 @@ class DELTA(Method):
     """Fine-tuning + alpha * distance of encoder-stage outputs to the frozen source's on the same batch."""
 
     hparams = {
-        "alpha": HParam(
-            0.01, "weight of the encoder feature-map distance to the source (MSE, mean over stages)"
-        ),
+        "alpha": HParam(0.01, "weight of the encoder feature-map distance to the source (MSE, mean over stages)"),
         "beta": HParam(0.01, "weight of beta/2 ||w||^2 over newly initialised parameters (a new head)"),
     }
 
@@ -60,13 +56,8 @@ class DELTA(Method):
             "source and target models declare different encoder stages",
         )
         for name in stages:
-            shapes = [
-                [p.shape for p in m.get_submodule(name).parameters()]
-                for m in (self.source_model, target_model)
-            ]
-            require(
-                shapes[0] == shapes[1], self.name, f"stage {name!r} differs between source and target models"
-            )
+            shapes = [[p.shape for p in m.get_submodule(name).parameters()] for m in (self.source_model, target_model)]
+            require(shapes[0] == shapes[1], self.name, f"stage {name!r} differs between source and target models")
         self._target = FeatureCapture(self.name, target_model, stages)
         self._source = FeatureCapture(self.name, self.source_model, stages)
         self._new = split_transferred(self.source_model, target_model)[1]
@@ -87,7 +78,5 @@ class DELTA(Method):
             "beta"
         ] * squared_norm(self._new, self._device)
 
-    def loss(
-        self, batch: dict[str, torch.Tensor], logits: torch.Tensor, target_model: nn.Module
-    ) -> torch.Tensor:
+    def loss(self, batch: dict[str, torch.Tensor], logits: torch.Tensor, target_model: nn.Module) -> torch.Tensor:
         return base_loss(logits, batch["label"]) + self.penalty(batch["image"])

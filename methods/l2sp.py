@@ -77,7 +77,5 @@ class L2SP(Method):
         fresh = squared_norm(list(self._new), self._device)
         return 0.5 * self.params["alpha"] * drift + 0.5 * self.params["beta"] * fresh
 
-    def loss(
-        self, batch: dict[str, torch.Tensor], logits: torch.Tensor, target_model: nn.Module
-    ) -> torch.Tensor:
+    def loss(self, batch: dict[str, torch.Tensor], logits: torch.Tensor, target_model: nn.Module) -> torch.Tensor:
         return base_loss(logits, batch["label"]) + self.penalty()

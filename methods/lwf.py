@@ -14,9 +14,7 @@ from methods.features import FeatureCapture, require, require_attr, require_sour
 from methods.losses import base_loss
 
 
-def distillation(
-    source_logits: torch.Tensor, student_logits: torch.Tensor, temperature: float
-) -> torch.Tensor:
+def distillation(source_logits: torch.Tensor, student_logits: torch.Tensor, temperature: float) -> torch.Tensor:
     """T^2 * KL(softmax(z_s / T) || softmax(z / T)) over the class axis 1, mean over pixels.
 
     LwF's L_old is the cross-entropy to the soft targets; it differs from this KL by the entropy of the
@@ -58,16 +56,12 @@ class LwF(Method):
             require_attr(self.name, model, "body")
             require_attr(self.name, model, "head")
         classes = getattr(self.source_model.head, "out_channels", 0)
-        require(
-            classes >= 2, self.name, f"the source head has {classes} output channels; distillation needs >= 2"
-        )
+        require(classes >= 2, self.name, f"the source head has {classes} output channels; distillation needs >= 2")
         self.aux_head = copy.deepcopy(self.source_model.head).to(device).requires_grad_(True)
         self._body = FeatureCapture(self.name, target_model, ["body"])
 
     def param_groups(self, target_model: nn.Module, lr: float) -> list[dict[str, Any]]:
-        return super().param_groups(target_model, lr) + [
-            {"params": list(self.aux_head.parameters()), "lr": lr}
-        ]
+        return super().param_groups(target_model, lr) + [{"params": list(self.aux_head.parameters()), "lr": lr}]
 
     def penalty(self, image: torch.Tensor) -> torch.Tensor:
         """lambda * distillation of the source logits into the auxiliary head (last forward's body output)."""
@@ -75,11 +69,7 @@ class LwF(Method):
         with torch.no_grad():
             source_logits = self.source_model(image)
         # Li and Hoiem 2017, sec. 3: L_new + lambda_o * L_old(Y_o, Y_hat_o), L_old a distillation loss.
-        return self.params["lambda"] * distillation(
-            source_logits, self.aux_head(features), self.params["temperature"]
-        )
+        return self.params["lambda"] * distillation(source_logits, self.aux_head(features), self.params["temperature"])
 
-    def loss(
-        self, batch: dict[str, torch.Tensor], logits: torch.Tensor, target_model: nn.Module
-    ) -> torch.Tensor:
+    def loss(self, batch: dict[str, torch.Tensor], logits: torch.Tensor, target_model: nn.Module) -> torch.Tensor:
         return base_loss(logits, batch["label"]) + self.penalty(batch["image"])

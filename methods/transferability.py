@@ -47,15 +47,11 @@ def _check_shapes(probs: Tensor, labels: Tensor, num_classes: int) -> None:
     if not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes < 1:
         raise ValueError(f"num_classes must be a positive int, got {num_classes!r}")
     if probs.ndim < 2 or not probs.dtype.is_floating_point:
-        raise ValueError(
-            f"probs must be a float tensor (B, K, *spatial), got {probs.dtype} {tuple(probs.shape)}"
-        )
+        raise ValueError(f"probs must be a float tensor (B, K, *spatial), got {probs.dtype} {tuple(probs.shape)}")
     if labels.dtype.is_floating_point or labels.dtype.is_complex or labels.dtype == torch.bool:
         raise ValueError(f"labels must be an integer tensor, got {labels.dtype}")
     if labels.shape != probs.shape[:1] + probs.shape[2:]:
-        raise ValueError(
-            f"labels shape {tuple(labels.shape)} does not match probs {tuple(probs.shape)} less dim 1"
-        )
+        raise ValueError(f"labels shape {tuple(labels.shape)} does not match probs {tuple(probs.shape)} less dim 1")
     if probs.device != labels.device:
         raise ValueError(f"probs on {probs.device} but labels on {labels.device}")
     if probs.numel() == 0:
@@ -92,9 +88,7 @@ def _check(probs: Tensor, labels: Tensor, num_classes: int, validate: bool) -> N
 
 def _check_conditional(conditional: Tensor, num_source_classes: int) -> None:
     if conditional.ndim != 2 or conditional.shape[1] != num_source_classes:
-        raise ValueError(
-            f"conditional must have shape (C, K={num_source_classes}), got {tuple(conditional.shape)}"
-        )
+        raise ValueError(f"conditional must have shape (C, K={num_source_classes}), got {tuple(conditional.shape)}")
     if not bool(((conditional >= 0) & (conditional <= 1)).all()):  # (C, K): negligible
         raise ValueError("conditional must hold probabilities P(y|z) in [0, 1] (no NaN)")
 
@@ -323,9 +317,7 @@ def pixel_weights(risk: Tensor, weighting: str = "linear", alpha: float = 1.0, b
     if weighting not in WEIGHTINGS:
         raise ValueError(f"weighting must be one of {WEIGHTINGS}, got {weighting!r}")
     if not alpha > -1 or not beta > 0 or not math.isfinite(alpha) or not math.isfinite(beta):
-        raise ValueError(
-            f"weights must stay positive and finite: need alpha > -1, beta > 0, got {alpha}, {beta}"
-        )
+        raise ValueError(f"weights must stay positive and finite: need alpha > -1, beta > 0, got {alpha}, {beta}")
     if weighting == "linear":
         return 1 + alpha * risk  # DESIGN.md, TRM step 6: W = 1 + alpha R
     if weighting == "exp":
@@ -338,9 +330,7 @@ def nce_counts(
 ) -> Tensor:
     """(C, K) int64 co-occurrence counts of target label y and hard source prediction z (argmax)."""
     if source_pred.shape != labels.shape:
-        raise ValueError(
-            f"source_pred shape {tuple(source_pred.shape)} != labels shape {tuple(labels.shape)}"
-        )
+        raise ValueError(f"source_pred shape {tuple(source_pred.shape)} != labels shape {tuple(labels.shape)}")
     if source_pred.device != labels.device:
         raise ValueError(f"source_pred on {source_pred.device} but labels on {labels.device}")
     for name, t, n in (("source_pred", source_pred, num_source_classes), ("labels", labels, num_classes)):

@@ -118,8 +118,9 @@ def test_list_methods(capsys: pytest.CaptureFixture) -> None:
     assert "finetune" in text and "scratch" in text and "encoder_lr_mult" in text
 
 
-def test_checkpoint_initialises_and_enters_the_key(tmp_path: Path, run_dirs: tuple[Path, Path],
-                                                   capsys: pytest.CaptureFixture) -> None:
+def test_checkpoint_initialises_and_enters_the_key(
+    tmp_path: Path, run_dirs: tuple[Path, Path], capsys: pytest.CaptureFixture
+) -> None:
     import torch
 
     from benchmarks.backbones import build_backbone

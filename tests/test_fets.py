@@ -34,9 +34,7 @@ def test_reads_phantom(phantom_dir: Path) -> None:
 def test_partitioning_2(phantom_dir: Path) -> None:
     adapter = FeTS2021(phantom_dir, partitioning=2)
     assert adapter.groups() == [f"{g:02d}" for g in range(1, 9)]
-    with pytest.raises(
-        DataError, match="partitioning_3.csv: not found.*partitioning_1.csv, partitioning_2.csv"
-    ):
+    with pytest.raises(DataError, match="partitioning_3.csv: not found.*partitioning_1.csv, partitioning_2.csv"):
         FeTS2021(phantom_dir, partitioning=3)
     assert FeTS2021(phantom_dir, partitioning="2").groups() == adapter.groups()  # CLI strings
     with pytest.raises(DataError, match="partitioning='x' is not an integer"):

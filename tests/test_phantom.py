@@ -102,9 +102,7 @@ def test_contrasts(tmp_path: Path) -> None:
 
 def test_groups_differ(phantom_dir: Path) -> None:
     """Every pair of institutions differs by > 10% in some modality's median brain intensity."""
-    groups = pd.read_csv(phantom_dir / "partitioning_1.csv", dtype=str).set_index("Subject_ID")[
-        "Partition_ID"
-    ]
+    groups = pd.read_csv(phantom_dir / "partitioning_1.csv", dtype=str).set_index("Subject_ID")["Partition_ID"]
     stats: dict[str, list[np.ndarray]] = {}
     for sid, g in groups.items():
         stats.setdefault(g, []).append(

@@ -125,15 +125,10 @@ def test_resize(phantom: Phantom, tmp_path: Path) -> None:
     assert slices.volume_shape[subjects[0].id] == (16, 8, 16)
     assert set(np.unique(slices.labels)) == {0, 1}  # nearest: no new values
     seg = _seg(phantom, subjects[0].id)
-    assert (
-        abs((slices.labels[slices.subject_index == 0] > 0).sum() * 8 - (seg > 0).sum())
-        < 0.3 * (seg > 0).sum()
-    )
+    assert abs((slices.labels[slices.subject_index == 0] > 0).sum() * 8 - (seg > 0).sum()) < 0.3 * (seg > 0).sum()
 
 
-def test_cache_reuse_and_invalidation(
-    phantom_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_cache_reuse_and_invalidation(phantom_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     root = shutil.copytree(phantom_dir, tmp_path / "data")
     adapter = Phantom(root)
     subjects = adapter.labelled_subjects()[:3]
@@ -163,9 +158,7 @@ def _break(root: Path) -> dict[str, str]:
     data = np.asarray(seg.dataobj).copy()
     data[0, 0, 0] = 3
     nib.save(nib.Nifti1Image(data, seg.affine), str(seg_path))
-    nib.save(
-        nib.Nifti1Image(np.ones((32, 32, 15), np.float32), np.eye(4)), str(root / s7 / f"{s7}_flair.nii.gz")
-    )
+    nib.save(nib.Nifti1Image(np.ones((32, 32, 15), np.float32), np.eye(4)), str(root / s7 / f"{s7}_flair.nii.gz"))
     return {
         s2: f"{s2}_t1.nii.gz: unreadable",
         s5: "label values [3] outside [0, 1, 2, 4]",
@@ -182,9 +175,7 @@ def test_bad_subjects(phantom_dir: Path, tmp_path: Path) -> None:
     for sid, reason in expected.items():
         assert f"{sid}: " in str(info.value) and reason in str(info.value)
     assert "\n" not in str(info.value)
-    result = preprocess_subjects(
-        adapter, adapter.labelled_subjects(), tmp_path / "c", (16, 16), skip_bad=True
-    )
+    result = preprocess_subjects(adapter, adapter.labelled_subjects(), tmp_path / "c", (16, 16), skip_bad=True)
     assert sorted(result.bad) == sorted(expected) and len(result) == 5
     assert all(reason in result.bad[sid] for sid, reason in expected.items())
     with pytest.raises(DataError, match="FeTS21_Training_002: not in the preprocessed cache"):
@@ -217,9 +208,7 @@ def test_parallel_matches_serial(phantom: Phantom, tmp_path: Path) -> None:
 
 def _dataset(phantom: Phantom, native: dict[str, Path], **kwargs) -> SliceDataset:  # noqa: ANN003
     t = phantom.parse_task("t1-NCR+ED+ET")
-    return SliceDataset(
-        load_slices(native, [s.id for s in phantom.task_subjects(t)][:3], t, phantom.regions), **kwargs
-    )
+    return SliceDataset(load_slices(native, [s.id for s in phantom.task_subjects(t)][:3], t, phantom.regions), **kwargs)
 
 
 def test_dataset_plain(phantom: Phantom, native: dict[str, Path]) -> None:
@@ -256,9 +245,7 @@ def test_dataset_augment_joint(phantom: Phantom, native: dict[str, Path]) -> Non
 def test_dataset_deterministic(phantom: Phantom, native: dict[str, Path]) -> None:
     def run(seed: int) -> list[torch.Tensor]:
         ds = _dataset(phantom, native, augment=True, seed=seed)
-        return [
-            torch.cat([x["image"].ravel(), x["label"].ravel().float()]) for x in (ds[i] for i in range(12))
-        ]
+        return [torch.cat([x["image"].ravel(), x["label"].ravel().float()]) for x in (ds[i] for i in range(12))]
 
     a, b, c = run(0), run(0), run(1)
     assert all(torch.equal(x, y) for x, y in zip(a, b))

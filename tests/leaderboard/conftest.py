@@ -108,9 +108,7 @@ def make_store(
                     }
                     index += 1
                     if (variant, task, seed) in failed:
-                        frame = pd.DataFrame(
-                            [row | _failure("CUDA out of memory. Tried to allocate 2.00 GiB")]
-                        )
+                        frame = pd.DataFrame([row | _failure("CUDA out of memory. Tried to allocate 2.00 GiB")])
                     else:
                         hd95 = np.maximum(0.5, 2.0 + 30.0 * (1 - dice) + rng.normal(0, 0.5, subjects))
                         frame = pd.DataFrame(

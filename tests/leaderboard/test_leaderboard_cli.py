@@ -23,9 +23,7 @@ def test_command_line_error_is_one_line_and_imports_stay_light(tmp_path: Path) -
         "heavy = [m for m in ('torch', 'benchmarks', 'methods', 'datasets') if m in sys.modules]; "
         "print(status, heavy)"
     )
-    result = subprocess.run(
-        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120
-    )
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert result.stdout.strip() == "2 []", result.stdout + result.stderr
     assert "Traceback" not in result.stderr
     lines = result.stderr.strip().splitlines()
@@ -130,9 +128,7 @@ def test_single_task_small_n_and_mixed_code_versions(store_factory, tmp_path: Pa
     assert comparisons["p_value"].isna().all() and comparisons["note"].str.contains("n too small").all()
     markdown = (tmp_path / "o" / "leaderboard.md").read_text()
     assert "| n too small |" in markdown and "mixes code versions (3f2a9c1, 77e0b2d)" in markdown
-    leaderboard_rows = [
-        line for line in markdown.split("## Comparisons")[0].splitlines() if line.startswith("| ")
-    ]
+    leaderboard_rows = [line for line in markdown.split("## Comparisons")[0].splitlines() if line.startswith("| ")]
     assert leaderboard_rows and not any("†" in line for line in leaderboard_rows)
     assert "mix code versions" in (tmp_path / "o" / "index.html").read_text()
     assert "mixes code versions" in (tmp_path / "o" / "leaderboard.tex").read_text()

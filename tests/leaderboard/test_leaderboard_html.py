@@ -52,17 +52,13 @@ def chromium() -> str:
     if found:
         return found
     try:
-        result = subprocess.run(
-            ["apt-get", "install", "-y", "chromium"], capture_output=True, text=True, timeout=900
-        )
+        result = subprocess.run(["apt-get", "install", "-y", "chromium"], capture_output=True, text=True, timeout=900)
     except (OSError, subprocess.TimeoutExpired) as exc:
         pytest.skip(f"chromium is absent and 'apt-get install -y chromium' could not run: {exc}")
     found = shutil.which("chromium")
     if result.returncode != 0 or not found:
         last = (result.stderr.strip().splitlines() or ["no output"])[-1]
-        pytest.skip(
-            f"chromium is absent and 'apt-get install -y chromium' failed ({result.returncode}): {last}"
-        )
+        pytest.skip(f"chromium is absent and 'apt-get install -y chromium' failed ({result.returncode}): {last}")
     return found
 
 

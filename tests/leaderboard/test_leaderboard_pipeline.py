@@ -21,11 +21,7 @@ def hand_blocks(results: Path, metric: str = "dice") -> pd.DataFrame:
     names = {"{}": "", '{"alpha": 0.01}': "", '{"k": 1}': ""}
     values: dict[tuple, dict[str, float]] = {}
     for r in rows.itertuples():
-        name = (
-            r.method
-            if r.method_params in names
-            else f"{r.method}(alpha={json.loads(r.method_params)['alpha']})"
-        )
+        name = r.method if r.method_params in names else f"{r.method}(alpha={json.loads(r.method_params)['alpha']})"
         values.setdefault((r.target_task, r.subject_id, r.seed), {})[name] = getattr(r, metric)
     methods = sorted({m for v in values.values() for m in v})
     complete = {k: v for k, v in values.items() if len(v) == len(methods)}
@@ -40,9 +36,7 @@ def blocks(default_store: Path) -> pd.DataFrame:
     return hand_blocks(default_store)
 
 
-def test_wilcoxon_on_blocks_matches_scipy_on_hand_paired_arrays(
-    default_build: Path, blocks: pd.DataFrame
-) -> None:
+def test_wilcoxon_on_blocks_matches_scipy_on_hand_paired_arrays(default_build: Path, blocks: pd.DataFrame) -> None:
     comparisons = pd.read_csv(default_build / "comparisons.csv", keep_default_na=False, na_values=[""])
     assert len(blocks) == 12
     for row in comparisons.itertuples():

@@ -61,9 +61,7 @@ def test_nemenyi_groups() -> None:
 @pytest.mark.parametrize("n", range(1, 9))
 def test_min_wilcoxon_p_is_scipys_smallest_exact_p(n: int) -> None:
     positive = np.arange(1.0, n + 1)
-    assert sps.wilcoxon(positive, np.zeros(n), method="exact").pvalue == pytest.approx(
-        stats.min_wilcoxon_p(n)
-    )
+    assert sps.wilcoxon(positive, np.zeros(n), method="exact").pvalue == pytest.approx(stats.min_wilcoxon_p(n))
 
 
 def rank_biserial_reference(d: list[float]) -> float:
@@ -109,9 +107,7 @@ def test_block_ranks_direction() -> None:
     np.testing.assert_array_equal(stats.block_ranks(blocks, False), [[3, 1.5, 1.5], [1, 3, 2]])
 
 
-def _seeded_units(
-    rng: np.random.Generator, n_seeds: int, n_subjects: int, seed_sd: float, shift: float = 0.0
-):
+def _seeded_units(rng: np.random.Generator, n_seeds: int, n_subjects: int, seed_sd: float, shift: float = 0.0):
     seeds = np.repeat(np.arange(n_seeds), n_subjects)
     subjects = np.tile(np.arange(n_subjects), n_seeds)
     values = shift + rng.normal(0, seed_sd, n_seeds)[seeds] + rng.normal(0, 0.01, seeds.size)

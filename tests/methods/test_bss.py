@@ -18,9 +18,7 @@ def numpy_bss(features: np.ndarray, k: int) -> float:
     return float((np.sort(sigma)[:k] ** 2).sum()) if sigma.size > k else 0.0
 
 
-@pytest.mark.parametrize(
-    ("b", "c", "k"), [(4, 16, 1), (8, 6, 2), (5, 32, 3), (2, 8, 1), (1, 8, 1), (3, 8, 3)]
-)
+@pytest.mark.parametrize(("b", "c", "k"), [(4, 16, 1), (8, 6, 2), (5, 32, 3), (2, 8, 1), (1, 8, 1), (3, 8, 3)])
 def test_penalty_matches_numpy_svd(b: int, c: int, k: int) -> None:
     features = np.random.default_rng(b * 100 + c + k).normal(size=(b, c)).astype(np.float32)
     got = bss_penalty(torch.from_numpy(features), k)

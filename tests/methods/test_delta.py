@@ -64,11 +64,7 @@ def test_method_value_matches_numpy_on_captured_maps(pair, batch) -> None:
     logits = target(b["image"])
     got = method.loss(b, logits, target).item()
     head = sum((p.detach().double().numpy() ** 2).sum() for p in target.head.parameters())
-    expected = (
-        base_loss(logits, b["label"]).item()
-        + 0.7 * numpy_distance(maps["target"], maps["source"])
-        + 0.05 * head
-    )
+    expected = base_loss(logits, b["label"]).item() + 0.7 * numpy_distance(maps["target"], maps["source"]) + 0.05 * head
     assert got == pytest.approx(expected, rel=1e-5)
 
 

@@ -35,9 +35,7 @@ def test_switch_at_stated_step(pair, loop, backbone: str) -> None:
         assert not torch.equal(before["head.weight"], after["head.weight"])
 
 
-@pytest.mark.parametrize(
-    ("fraction", "steps", "switch"), [(0.0, 4, 0), (1.0, 4, 4), (0.3, 10, 3), (0.25, 10, 2)]
-)
+@pytest.mark.parametrize(("fraction", "steps", "switch"), [(0.0, 4, 0), (1.0, 4, 4), (0.3, 10, 3), (0.25, 10, 2)])
 def test_switch_step_rounding(pair, fraction: float, steps: int, switch: int) -> None:
     source, target = pair("unet")
     method = METHODS.get("lp-ft")(probe_fraction=fraction)

@@ -37,9 +37,7 @@ def installed_plugin(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterato
     (package / "mymethod.py").write_text(code_block("python", "# mypkg/mymethod.py"))
     info = tmp_path / f"{project['name']}-{project['version']}.dist-info"
     info.mkdir()
-    (info / "METADATA").write_text(
-        f"Metadata-Version: 2.1\nName: {project['name']}\nVersion: {project['version']}\n"
-    )
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {project['name']}\nVersion: {project['version']}\n")
     lines = [
         f"[{group}]\n" + "".join(f"{k} = {v}\n" for k, v in eps.items())
         for group, eps in project["entry-points"].items()
@@ -72,9 +70,9 @@ def test_plugin_loss_matches_numpy(installed_plugin: None) -> None:
     p /= p.sum(1, keepdims=True)
     entropy = float(-(p * np.log(p)).sum(1).mean())
     expected = base_loss(logits, labels).item() - 0.1 * entropy
-    assert method.loss(
-        {"image": torch.zeros(2, 1, 8, 8), "label": labels}, logits, None
-    ).item() == pytest.approx(expected, rel=1e-5)
+    assert method.loss({"image": torch.zeros(2, 1, 8, 8), "label": labels}, logits, None).item() == pytest.approx(
+        expected, rel=1e-5
+    )
 
 
 def test_plugin_runs_end_to_end_through_the_cli(

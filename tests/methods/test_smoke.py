@@ -21,9 +21,7 @@ BASELINES = [
 
 
 @pytest.mark.parametrize("backbone", ["unet", "basicunet"])
-@pytest.mark.parametrize(
-    ("name", "params"), BASELINES, ids=[f"{n}-{'-'.join(p.values())}" for n, p in BASELINES]
-)
+@pytest.mark.parametrize(("name", "params"), BASELINES, ids=[f"{n}-{'-'.join(p.values())}" for n, p in BASELINES])
 def test_two_steps(pair, loop, name: str, params: dict, backbone: str) -> None:
     source, target = pair(backbone, source_classes=3, target_classes=2)
     loop(METHODS.get(name)(**params), source, target, steps=2)

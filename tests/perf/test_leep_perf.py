@@ -23,9 +23,7 @@ SUBSAMPLE = 10**5  # the per-sample numpy loop runs on this many pixels and is s
 GPU_PIXELS = 10**8
 
 
-def make_data(
-    shape: tuple[int, ...], device: str = "cpu", seed: int = 0
-) -> tuple[torch.Tensor, torch.Tensor]:
+def make_data(shape: tuple[int, ...], device: str = "cpu", seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     gen = torch.Generator(device).manual_seed(seed)
     labels = torch.randint(0, C, shape, generator=gen, device=device)
     logits = torch.randn((shape[0], K, *shape[1:]), generator=gen, device=device)
