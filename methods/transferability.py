@@ -13,7 +13,7 @@ a batched matmul form the joint; the optional ``torch.compile`` path fuses each
 pass into one loop (masked plane sums for the joint, per-pixel selection of
 P(y|z) by compares for ``e``). Compilation costs seconds, so it is opt-in: the
 ``compile`` argument, else the ``NTBENCH_COMPILE`` environment variable
-(``1``/``0``/``auto``), else ``auto``, which compiles only for inputs of at
+(``1``/``0``/``auto``), else ``auto``, which compiles only CPU inputs of at
 least ``COMPILE_MIN_PIXELS`` pixels.
 """
 
@@ -32,8 +32,9 @@ from torch import Tensor, nn
 EPS = 1e-12
 PROB_TOL = 1e-3
 COMPILE_ENV = "NTBENCH_COMPILE"
-# tests/perf, 2 CPU cores: eager ~18 ns/pixel, compiled ~4 ns/pixel, ~22 s cold compile (~5 s warm):
-# compiling pays back only beyond ~1.6e9 pixels
+# tests/perf, 2 CPU cores: eager ~6.2 ns/pixel, compiled ~2.3 ns/pixel, compile ~5.5 s warm (~22 s cold):
+# compiling pays back only beyond ~1.4e9 pixels. On an H200 eager takes ~0.11 ns/pixel and compiled ~0.03
+# (tests/perf/device_check.sh), so a compile of seconds never pays back there: auto stays eager off the CPU.
 COMPILE_MIN_PIXELS = 1 << 31
 RISKS = ("complement", "neglog")
 WEIGHTINGS = ("linear", "exp", "none")
@@ -124,13 +125,13 @@ def _flat(probs: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
     return probs.reshape(probs.shape[0], probs.shape[1], -1), labels.reshape(labels.shape[0], -1)
 
 
-def _use_compile(compile: bool | None, num_pixels: int) -> bool:
+def _use_compile(compile: bool | None, num_pixels: int, device: torch.device) -> bool:
     if compile is not None:
         return compile
     mode = os.environ.get(COMPILE_ENV, "auto").strip().lower()
     if mode not in ("1", "0", "auto"):
         raise ValueError(f"{COMPILE_ENV} must be 1, 0 or auto, got {mode!r}")
-    return mode == "1" or (mode == "auto" and num_pixels >= COMPILE_MIN_PIXELS)
+    return mode == "1" or (mode == "auto" and device.type == "cpu" and num_pixels >= COMPILE_MIN_PIXELS)
 
 
 # --- fused kernels (torch.compile) ------------------------------------------------------------------------
@@ -243,7 +244,7 @@ def leep_joint(
     _check(probs, labels, num_classes, validate)
     x, lab = _flat(probs, labels)
     # DESIGN.md, TRM step 2: J[y, z] = sum_pixels theta[z] [y_pixel = y]
-    return _joint(x, lab, num_classes, _use_compile(compile, lab.numel()))
+    return _joint(x, lab, num_classes, _use_compile(compile, lab.numel(), lab.device))
 
 
 def leep_conditional(joint: Tensor) -> Tensor:
@@ -273,7 +274,7 @@ def expected_empirical_prediction(
     x, lab = _flat(probs, labels)
     cond = conditional.to(device=x.device, dtype=_compute_dtype(probs))
     # Nguyen et al. 2020, LEEP, ICML, sec. 3, eq. (2): inner sum over source classes z
-    return _expected(x, lab, cond, _use_compile(compile, lab.numel())).view(labels.shape)
+    return _expected(x, lab, cond, _use_compile(compile, lab.numel(), lab.device)).view(labels.shape)
 
 
 def segmentation_leep(
@@ -282,7 +283,7 @@ def segmentation_leep(
     """Segmentation LEEP: mean over pixels of log max(e, EPS), two streaming passes over the input."""
     _check(probs, labels, num_classes, validate)
     x, lab = _flat(probs, labels)
-    fused = _use_compile(compile, lab.numel())
+    fused = _use_compile(compile, lab.numel(), lab.device)
     cond = leep_conditional(_joint(x, lab, num_classes, fused)).to(_compute_dtype(probs))
     if fused:
         total = _compiled(_log_sum_fused)(x, lab, cond)
@@ -414,7 +415,7 @@ def _batches(
 def _loader_compile(compile: bool | None, loader: Iterable[Any], first: Tensor) -> bool:
     """Backend for a whole pass: ``auto`` weighs the dataset's pixel count, not one batch's."""
     images = len(getattr(loader, "dataset", ()))
-    return _use_compile(compile, images * first[0].numel())
+    return _use_compile(compile, images * first[0].numel(), first.device)
 
 
 @torch.inference_mode()

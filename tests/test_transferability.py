@@ -14,6 +14,8 @@ from torch.utils.data import DataLoader, Dataset
 from methods import transferability as tr
 
 EPS = 1e-12
+# run on a lent GPU by tests/perf/device_check.sh; skipped on CPU-only machines (CI)
+CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 # (batch, K source classes, C target classes, spatial shape, zero-mass source class or None)
 CASES = [
     (2, 5, 3, (7, 9), None),
@@ -48,9 +50,7 @@ def ref_conditional(joint: np.ndarray) -> np.ndarray:
 def ref_expected(probs: np.ndarray, labels: np.ndarray, cond: np.ndarray) -> np.ndarray:
     k = probs.shape[1]
     per_pixel = np.moveaxis(probs.astype(np.float64), 1, -1).reshape(-1, k)
-    e = np.array(
-        [sum(cond[y, z] * row[z] for z in range(k)) for row, y in zip(per_pixel, labels.reshape(-1))]
-    )
+    e = np.array([sum(cond[y, z] * row[z] for z in range(k)) for row, y in zip(per_pixel, labels.reshape(-1))])
     return e.reshape(labels.shape)
 
 
@@ -97,9 +97,7 @@ def make_inputs(
     return probs, labels
 
 
-@pytest.fixture(
-    params=CASES, ids=lambda case: f"B{case[0]}K{case[1]}C{case[2]}S{'x'.join(map(str, case[3]))}"
-)
+@pytest.fixture(params=CASES, ids=lambda case: f"B{case[0]}K{case[1]}C{case[2]}S{'x'.join(map(str, case[3]))}")
 def case(request):
     batch, k, c, spatial, dead = request.param
     probs, labels = make_inputs(batch, k, c, spatial, dead)
@@ -145,9 +143,7 @@ def test_float32_and_uint8_inputs_match_reference(case):
 def test_half_precision_and_single_class_inputs():
     probs, labels = make_inputs(2, 3, 1, (6, 7), None)
     assert tr.segmentation_leep(probs, labels, 1) == pytest.approx(0.0, abs=1e-9)  # one class: e = 1
-    np.testing.assert_allclose(
-        tr.leep_joint(probs, labels, 1).numpy(), ref_joint(probs.numpy(), labels.numpy(), 1)
-    )
+    np.testing.assert_allclose(tr.leep_joint(probs, labels, 1).numpy(), ref_joint(probs.numpy(), labels.numpy(), 1))
     probs, labels = make_inputs(2, 3, 4, (6, 7), 1)
     half = probs.half()
     p = half.float().numpy()
@@ -225,6 +221,27 @@ def test_nce_matches_reference_and_streams(case):
     assert tr.nce_from_counts(counts) == pytest.approx(ref, abs=1e-6)
 
 
+@CUDA
+@pytest.mark.parametrize("compile", [False, True], ids=["eager", "compiled"])
+def test_cuda_path_matches_reference(case, compile):
+    probs, labels, c, dead = case
+    p32 = probs.float()
+    p, y = p32.numpy(), labels.numpy()  # reference on the very float32 values
+    gp, gy = p32.cuda(), labels.cuda()
+    joint = tr.leep_joint(gp, gy, c, compile=compile)
+    assert joint.device.type == "cuda"
+    n = labels.numel()
+    np.testing.assert_allclose(joint.cpu().numpy() / n, ref_joint(p, y, c) / n, atol=1e-6)
+    cond = tr.leep_conditional(joint)
+    ref_cond = ref_conditional(ref_joint(p, y, c))
+    np.testing.assert_allclose(cond.cpu().numpy(), ref_cond, atol=1e-6)
+    e = tr.expected_empirical_prediction(gp, gy, cond, compile=compile)
+    np.testing.assert_allclose(e.cpu().numpy(), ref_expected(p, y, ref_cond), atol=1e-6)
+    assert tr.segmentation_leep(gp, gy, c, compile=compile) == pytest.approx(ref_leep(p, y, c), abs=1e-6)
+    with pytest.raises(ValueError, match="labels must lie in"):
+        tr.segmentation_leep(gp, gy + c, c, compile=compile)
+
+
 # --- streaming driver -------------------------------------------------------------------------------------
 
 
@@ -261,15 +278,29 @@ def test_driver_streams_like_one_big_batch(batch_size):
     np.testing.assert_allclose(joint.numpy(), joint_ref.numpy(), rtol=1e-6, atol=1e-6)
     assert torch.equal(counts, tr.nce_counts(probs.argmax(1), data.labels, k, c))
 
-    shuffled = DataLoader(
-        data, batch_size=batch_size, shuffle=True, generator=torch.Generator().manual_seed(2)
-    )
+    shuffled = DataLoader(data, batch_size=batch_size, shuffle=True, generator=torch.Generator().manual_seed(2))
     for risk, weighting in [("complement", "linear"), ("neglog", "exp")]:
         maps, leep = tr.compute_risk_maps(model, shuffled, cond, risk, weighting, 1.0, 2.0, device="cpu")
         assert maps.dtype == np.float16 and maps.shape == (10, 8, 9)
         expected = tr.pixel_weights(tr.risk_map(e, risk), weighting, 1.0, 2.0)
         np.testing.assert_allclose(maps.astype(np.float64), expected.numpy(), atol=2e-3)  # float16 storage
         assert leep == pytest.approx(tr.segmentation_leep(probs, data.labels, c), abs=1e-6)
+
+
+@CUDA
+def test_driver_on_cuda_matches_cpu():
+    k, c = 5, 3
+    data, model = Slices(10, (8, 9), c), tiny_model(k)
+    loader = DataLoader(data, batch_size=3, shuffle=False)
+    joint, counts = tr.compute_joint(model, loader, c, "cpu")
+    maps, leep = tr.compute_risk_maps(model, loader, tr.leep_conditional(joint), device="cpu")
+    model.cuda()
+    joint_gpu, counts_gpu = tr.compute_joint(model, loader, c, "cuda")
+    assert joint_gpu.device.type == "cuda" and torch.equal(counts_gpu.cpu(), counts)
+    np.testing.assert_allclose(joint_gpu.cpu().numpy(), joint.numpy(), rtol=1e-5)
+    maps_gpu, leep_gpu = tr.compute_risk_maps(model, loader, tr.leep_conditional(joint_gpu), device="cuda")
+    np.testing.assert_allclose(maps_gpu.astype(np.float64), maps.astype(np.float64), atol=2e-3)
+    assert leep_gpu == pytest.approx(leep, abs=1e-5)
 
 
 def test_driver_rejects_bad_labels_and_incomplete_loaders():
@@ -362,6 +393,19 @@ def test_other_bad_inputs():
         tr.nce_counts(probs[:, 0], labels, 3, 4)
     with pytest.raises(ValueError, match="shape"):
         tr.segmentation_nce(pred[0], labels, 3, 4)
+
+
+def test_auto_compiles_only_large_cpu_inputs(monkeypatch):
+    monkeypatch.delenv(tr.COMPILE_ENV, raising=False)
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert not tr._use_compile(None, tr.COMPILE_MIN_PIXELS - 1, cpu)
+    assert tr._use_compile(None, tr.COMPILE_MIN_PIXELS, cpu)
+    assert not tr._use_compile(None, 1 << 40, cuda)  # never pays back on a GPU (tests/perf)
+    assert tr._use_compile(True, 1, cpu) and not tr._use_compile(False, 1 << 40, cpu)
+    monkeypatch.setenv(tr.COMPILE_ENV, "1")
+    assert tr._use_compile(None, 1, cuda)
+    monkeypatch.setenv(tr.COMPILE_ENV, "0")
+    assert not tr._use_compile(None, 1 << 40, cpu)
 
 
 def test_compile_env_is_validated(monkeypatch):

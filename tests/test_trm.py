@@ -40,6 +40,18 @@ def test_matches_plain_reference(seed: int, normalize: str) -> None:
     assert float(got) == pytest.approx(_reference(logits, labels, weights, normalize), rel=1e-5)
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("normalize", ["foreground", "all"])
+def test_matches_plain_reference_on_cuda(normalize: str) -> None:
+    rng = np.random.default_rng(7)
+    logits = rng.normal(size=(3, 3, 6, 5)).astype(np.float32)
+    labels = rng.integers(0, 3, size=(3, 6, 5))
+    weights = rng.uniform(1, 2, size=(3, 6, 5)).astype(np.float32)
+    got = risk_weighted_loss(*(torch.from_numpy(a).cuda() for a in (logits, labels, weights)), normalize)
+    assert got.device.type == "cuda"
+    assert float(got) == pytest.approx(_reference(logits, labels, weights, normalize), rel=1e-5)
+
+
 def test_finite_without_foreground_and_gradient_follows_weights() -> None:
     logits = torch.randn(2, 3, 4, 4, requires_grad=True)
     labels = torch.zeros(2, 4, 4, dtype=torch.long)
