@@ -35,3 +35,5 @@ for method in walls[high].index:
     per_step = (b - a) / ((high - low) * phases)
     print(f"{method:10s} {a:10.1f} {b:10.1f} {per_step:8.4f} {a - low * phases * per_step:8.1f}")
 PY
+# where a step's time goes: the step alone vs loading a batch in the training process
+PYTHONPATH=".${PYTHONPATH:+:$PYTHONPATH}" python3 tests/perf/step_and_loading.py | tee -a "$out/cost.txt"
