@@ -10,34 +10,9 @@ from pathlib import Path
 
 import pandas as pd
 
-COLUMNS = [
-    "cell_key",
-    "suite",
-    "dataset",
-    "transfer",
-    "source_task",
-    "target_task",
-    "transfer_type",
-    "method",
-    "method_params",
-    "backbone",
-    "seed",
-    "few_shot",
-    "target_steps",
-    "subject_id",
-    "region",
-    "dice",
-    "hd95",
-    "status",
-    "error",
-    "leep",
-    "nce",
-    "code_version",
-    "torch_version",
-    "device",
-    "wall_s",
-    "created_at",
-]
+from leaderboard.store import SCHEMA
+
+COLUMNS = list(SCHEMA)  # the leaderboard reads the same schema
 
 
 LOST = "WorkerLost"  # error prefix of a cell whose worker died before writing: redone by the next run

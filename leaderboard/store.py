@@ -10,29 +10,39 @@ import pyarrow as pa
 
 from leaderboard.errors import LeaderboardError
 
-STRING_COLUMNS = (
-    "cell_key",
-    "suite",
-    "dataset",
-    "transfer",
-    "source_task",
-    "target_task",
-    "transfer_type",
-    "method",
-    "method_params",
-    "backbone",
-    "subject_id",
-    "region",
-    "status",
-    "error",
-    "code_version",
-    "torch_version",
-    "device",
-    "created_at",
-)
-INT_COLUMNS = ("seed", "few_shot", "target_steps")
-FLOAT_COLUMNS = ("dice", "hd95", "wall_s", "leep", "nce")
-REQUIRED_COLUMNS = STRING_COLUMNS + INT_COLUMNS + FLOAT_COLUMNS
+# The store's columns and their types, in the order benchmarks.store writes them (its writer uses this too).
+SCHEMA: dict[str, type] = {
+    "cell_key": str,
+    "suite": str,
+    "dataset": str,
+    "transfer": str,
+    "source_task": str,
+    "target_task": str,
+    "transfer_type": str,
+    "method": str,
+    "method_params": str,
+    "backbone": str,
+    "seed": int,
+    "few_shot": int,
+    "target_steps": int,
+    "subject_id": str,
+    "region": str,
+    "dice": float,
+    "hd95": float,
+    "status": str,
+    "error": str,
+    "leep": float,
+    "nce": float,
+    "code_version": str,
+    "torch_version": str,
+    "device": str,
+    "wall_s": float,
+    "created_at": str,
+}
+STRING_COLUMNS = tuple(column for column, kind in SCHEMA.items() if kind is str)
+INT_COLUMNS = tuple(column for column, kind in SCHEMA.items() if kind is int)
+FLOAT_COLUMNS = tuple(column for column, kind in SCHEMA.items() if kind is float)
+REQUIRED_COLUMNS = tuple(SCHEMA)
 # Columns that identify one cell's configuration, apart from the method variant.
 CELL_CONFIG = ("dataset", "transfer", "target_task", "backbone", "few_shot", "target_steps", "seed")
 
