@@ -339,35 +339,22 @@ def _score_verdicts(report: Report) -> list[str]:
     return sentences
 
 
+def _cell_identity(row: tuple) -> list[Cell]:
+    """Method, transfer, seed and few-shot size of a cell row (the first columns of the cell tables)."""
+    return [Cell(row.variant), Cell(_arrow(row.transfer)), Cell(str(row.seed)), Cell(_shots(row.few_shot))]
+
+
 def failed_table(report: Report) -> Table:
     """Failed cells with their reasons."""
     f = report.provenance["failed"]
-    rows = [
-        [
-            Cell(r.variant),
-            Cell(_arrow(r.transfer)),
-            Cell(str(r.seed)),
-            Cell(_shots(r.few_shot)),
-            Cell(r.error),
-        ]
-        for r in f.itertuples()
-    ]
+    rows = [[*_cell_identity(r), Cell(r.error)] for r in f.itertuples()]
     return Table(f"Failed cells ({len(f)})", ["Method", "Transfer", "Seed", "Few-shot", "Reason"], rows)
 
 
 def missing_table(report: Report) -> Table:
     """Cells that other methods have and a method lacks."""
     m = report.provenance["missing"]
-    rows = [
-        [
-            Cell(r.variant),
-            Cell(_arrow(r.transfer)),
-            Cell(str(r.seed)),
-            Cell(_shots(r.few_shot)),
-            Cell(str(r.target_steps)),
-        ]
-        for r in m.itertuples()
-    ]
+    rows = [[*_cell_identity(r), Cell(str(r.target_steps))] for r in m.itertuples()]
     return Table(f"Missing cells ({len(m)})", ["Method", "Transfer", "Seed", "Few-shot", "Steps"], rows)
 
 
