@@ -1,9 +1,10 @@
 """Split a training step's cost: the step alone (batch already on the device) vs loading a batch.
 
 Run from the repository root: ``PYTHONPATH=. python tests/perf/step_and_loading.py [--device cuda] [--reps 30]``.
-Prints the median time of one finetune and one TRM step (MONAI UNet, SGD, batch 16) at the paper suites'
-slice sizes, and of loading + augmenting a batch of 16 slices in the training process on one CPU thread,
-with and without TRM's weight map attached. tests/perf/device_cost.sh calls it after timing whole cells.
+Prints the median time of one finetune and one TRM step (MONAI UNet) with the paper suites' budgets (slice
+size, batch, optimiser), and of loading + augmenting a batch of 16 slices in the training process on one CPU
+thread, with and without TRM's weight map attached. tests/perf/device_cost.sh calls it after timing whole
+cells.
 """
 
 from __future__ import annotations
@@ -18,23 +19,27 @@ import torch
 from torch.utils.data import DataLoader
 
 from benchmarks.backbones import build_backbone
+from benchmarks.config import Budget
+from benchmarks.suite import load_suite
+from benchmarks.train import make_optimizer
 from datasets.slices import SliceDataset, SliceSet
 from methods import METHODS
 from methods.trm import WEIGHT_KEY
 
-SIZES = (240, 192)  # fets2021-paper, iseg2019-paper
-BATCH = 16
+SUITES = ("fets2021-paper", "iseg2019-paper")  # their budgets: slice size, batch, optimiser
 
 
-def step_fn(method_name: str, size: int, device: str) -> Callable[[], None]:
+def step_fn(method_name: str, budget: Budget, device: str) -> Callable[[], None]:
+    """One training step of ``method_name`` (MONAI UNet, the budget's optimiser) on a fixed random batch."""
     torch.manual_seed(0)
     model = build_backbone("unet", 1, 2).to(device).train()
     method = METHODS.get(method_name)()
-    opt = torch.optim.SGD(method.param_groups(model, 1e-2), lr=1e-2, momentum=0.99, nesterov=True)
+    opt = make_optimizer(method.param_groups(model, budget.lr), budget)
+    shape = (budget.batch_size, budget.size, budget.size)
     batch = {
-        "image": torch.randn(BATCH, 1, size, size, device=device),
-        "label": torch.randint(0, 2, (BATCH, size, size), device=device),
-        WEIGHT_KEY: 1 + torch.rand(BATCH, size, size, device=device),
+        "image": torch.randn(shape[0], 1, *shape[1:], device=device),
+        "label": torch.randint(0, 2, shape, device=device),
+        WEIGHT_KEY: 1 + torch.rand(shape, device=device),
     }
 
     def step() -> None:
@@ -43,19 +48,18 @@ def step_fn(method_name: str, size: int, device: str) -> Callable[[], None]:
         loss.backward()
         opt.step()
         if device.startswith("cuda"):
-            torch.cuda.synchronize()
+            torch.cuda.synchronize()  # time the work, not its launch
 
     return step
 
 
-def time_steps(size: int, device: str, reps: int) -> dict[str, float]:
-    """Median seconds per step of finetune and trm, timed in interleaved rounds after a warm-up."""
-    steps = {name: step_fn(name, size, device) for name in ("finetune", "trm")}
+def time_steps(steps: dict[str, Callable[[], None]], rounds: int, warmup: int) -> dict[str, float]:
+    """Median seconds per call of each step, timed in interleaved rounds (load changes hit all alike)."""
     times: dict[str, list[float]] = {name: [] for name in steps}
-    for _ in range(min(5, reps)):
+    for _ in range(warmup):
         for step in steps.values():
             step()
-    for _ in range(reps):
+    for _ in range(rounds):
         for name, step in steps.items():
             start = time.perf_counter()
             step()
@@ -63,9 +67,9 @@ def time_steps(size: int, device: str, reps: int) -> dict[str, float]:
     return {name: statistics.median(spent) for name, spent in times.items()}
 
 
-def time_loading(size: int, with_map: bool, slices: int = 256) -> float:
+def time_loading(budget: Budget, with_map: bool, slices: int = 256) -> float:
     """Seconds per batch to load and augment slices (the training loop's DataLoader, num_workers=0)."""
-    rng = np.random.default_rng(0)
+    rng, size = np.random.default_rng(0), budget.size
     data = SliceSet(
         rng.normal(size=(slices, 1, size, size)).astype(np.float32),
         rng.integers(0, 2, (slices, size, size)).astype(np.uint8),
@@ -78,7 +82,8 @@ def time_loading(size: int, with_map: bool, slices: int = 256) -> float:
     dataset = SliceDataset(data, augment=True, seed=0)
     if with_map:
         dataset.attach(WEIGHT_KEY, (1 + rng.random((slices, size, size))).astype(np.float16))
-    batches = iter(DataLoader(dataset, batch_size=BATCH, shuffle=True, generator=torch.Generator().manual_seed(0)))
+    loader = DataLoader(dataset, batch_size=budget.batch_size, shuffle=True, generator=torch.Generator().manual_seed(0))
+    batches = iter(loader)
     next(batches)
     start, count = time.perf_counter(), 0
     for _ in batches:
@@ -91,17 +96,20 @@ def main() -> None:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--reps", type=int, default=30)
     args = parser.parse_args()
-    for size in SIZES:
-        steps = time_steps(size, args.device, args.reps)
+    budgets = {suite: load_suite(suite).budget for suite in SUITES}
+    for suite, budget in budgets.items():
+        steps = {name: step_fn(name, budget, args.device) for name in ("finetune", "trm")}
+        medians = time_steps(steps, args.reps, warmup=min(5, args.reps))
         print(
-            f"step alone, {size}x{size} batch {BATCH} on {args.device}: "
-            + ", ".join(f"{name} {seconds * 1e3:.1f} ms" for name, seconds in steps.items())
+            f"step alone, {suite} ({budget.size}x{budget.size}, batch {budget.batch_size}) on {args.device}: "
+            + ", ".join(f"{name} {seconds * 1e3:.1f} ms" for name, seconds in medians.items())
         )
     torch.set_num_threads(1)
-    for size in SIZES:
-        plain, with_map = time_loading(size, False), time_loading(size, True)
+    for suite, budget in budgets.items():
+        plain, with_map = time_loading(budget, False), time_loading(budget, True)
         print(
-            f"load + augment, {size}x{size} batch {BATCH}, 1 CPU thread: {plain * 1e3:.1f} ms "
+            f"load + augment, {suite} ({budget.size}x{budget.size}, batch {budget.batch_size}), 1 CPU thread: "
+            f"{plain * 1e3:.1f} ms "
             f"({with_map * 1e3:.1f} ms with TRM's map)"
         )
 
