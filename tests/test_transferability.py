@@ -127,17 +127,24 @@ def test_joint_conditional_expected_leep_match_reference(case):
     assert tr.segmentation_leep(probs, labels, c) == pytest.approx(ref_leep(p, y, c), abs=1e-6)
 
 
+def _assert_float32_path_matches(probs32: torch.Tensor, labels: torch.Tensor, c: int, **kwargs) -> None:
+    """The four functions on float32 probabilities (any device, any integer label dtype) vs the reference."""
+    p, y = probs32.cpu().numpy(), labels.cpu().long().numpy()  # reference on the very float32 values
+    n = labels.numel()
+    joint = tr.leep_joint(probs32, labels, c, **kwargs)
+    assert joint.device == probs32.device
+    np.testing.assert_allclose(joint.cpu().numpy() / n, ref_joint(p, y, c) / n, atol=1e-6)
+    cond = tr.leep_conditional(joint)
+    ref_cond = ref_conditional(ref_joint(p, y, c))
+    np.testing.assert_allclose(cond.cpu().numpy(), ref_cond, atol=1e-6)
+    e = tr.expected_empirical_prediction(probs32, labels, cond, **kwargs)
+    np.testing.assert_allclose(e.cpu().numpy(), ref_expected(p, y, ref_cond), atol=1e-6)
+    assert tr.segmentation_leep(probs32, labels, c, **kwargs) == pytest.approx(ref_leep(p, y, c), abs=1e-6)
+
+
 def test_float32_and_uint8_inputs_match_reference(case):
     probs, labels, c, _ = case
-    p32, y8 = probs.float(), labels.to(torch.uint8)
-    p, y = p32.numpy(), labels.numpy()  # reference on the very float32 values
-    n = labels.numel()
-    np.testing.assert_allclose(tr.leep_joint(p32, y8, c).numpy() / n, ref_joint(p, y, c) / n, atol=1e-6)
-    cond = tr.leep_conditional(tr.leep_joint(p32, y8, c))
-    ref_cond = ref_conditional(ref_joint(p, y, c))
-    e = tr.expected_empirical_prediction(p32, y8, cond)
-    np.testing.assert_allclose(e.numpy(), ref_expected(p, y, ref_cond), atol=1e-6)
-    assert tr.segmentation_leep(p32, y8, c) == pytest.approx(ref_leep(p, y, c), abs=1e-6)
+    _assert_float32_path_matches(probs.float(), labels.to(torch.uint8), c)
 
 
 def test_half_precision_and_single_class_inputs():
@@ -224,20 +231,9 @@ def test_nce_matches_reference_and_streams(case):
 @CUDA
 @pytest.mark.parametrize("compile", [False, True], ids=["eager", "compiled"])
 def test_cuda_path_matches_reference(case, compile):
-    probs, labels, c, dead = case
-    p32 = probs.float()
-    p, y = p32.numpy(), labels.numpy()  # reference on the very float32 values
-    gp, gy = p32.cuda(), labels.cuda()
-    joint = tr.leep_joint(gp, gy, c, compile=compile)
-    assert joint.device.type == "cuda"
-    n = labels.numel()
-    np.testing.assert_allclose(joint.cpu().numpy() / n, ref_joint(p, y, c) / n, atol=1e-6)
-    cond = tr.leep_conditional(joint)
-    ref_cond = ref_conditional(ref_joint(p, y, c))
-    np.testing.assert_allclose(cond.cpu().numpy(), ref_cond, atol=1e-6)
-    e = tr.expected_empirical_prediction(gp, gy, cond, compile=compile)
-    np.testing.assert_allclose(e.cpu().numpy(), ref_expected(p, y, ref_cond), atol=1e-6)
-    assert tr.segmentation_leep(gp, gy, c, compile=compile) == pytest.approx(ref_leep(p, y, c), abs=1e-6)
+    probs, labels, c, _ = case
+    gp, gy = probs.float().cuda(), labels.cuda()
+    _assert_float32_path_matches(gp, gy, c, compile=compile)
     with pytest.raises(ValueError, match="labels must lie in"):
         tr.segmentation_leep(gp, gy + c, c, compile=compile)
 

@@ -11,6 +11,8 @@ from methods import METHODS
 from methods.base import MethodConfigError
 from methods.trm import WEIGHT_KEY, risk_weighted_loss
 
+NEEDS_CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+
 
 def _reference(logits: np.ndarray, labels: np.ndarray, weights: np.ndarray, normalize: str) -> float:
     """sum_p W_p CE_p / max(|F_i|, 1) averaged over images, written with plain loops."""
@@ -27,28 +29,18 @@ def _reference(logits: np.ndarray, labels: np.ndarray, weights: np.ndarray, norm
     return total / logits.shape[0]
 
 
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=NEEDS_CUDA)])
 @pytest.mark.parametrize("seed", range(4))
 @pytest.mark.parametrize("normalize", ["foreground", "all"])
-def test_matches_plain_reference(seed: int, normalize: str) -> None:
+def test_matches_plain_reference(seed: int, normalize: str, device: str) -> None:
     rng = np.random.default_rng(seed)
     b, c, h, w = 3, int(rng.integers(2, 5)), 6, 5
     logits = rng.normal(size=(b, c, h, w)).astype(np.float32)
     labels = rng.integers(0, c, size=(b, h, w))
     labels[0] = 0  # an image with no foreground
     weights = rng.uniform(1, 2, size=(b, h, w)).astype(np.float32)
-    got = risk_weighted_loss(torch.from_numpy(logits), torch.from_numpy(labels), torch.from_numpy(weights), normalize)
-    assert float(got) == pytest.approx(_reference(logits, labels, weights, normalize), rel=1e-5)
-
-
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
-@pytest.mark.parametrize("normalize", ["foreground", "all"])
-def test_matches_plain_reference_on_cuda(normalize: str) -> None:
-    rng = np.random.default_rng(7)
-    logits = rng.normal(size=(3, 3, 6, 5)).astype(np.float32)
-    labels = rng.integers(0, 3, size=(3, 6, 5))
-    weights = rng.uniform(1, 2, size=(3, 6, 5)).astype(np.float32)
-    got = risk_weighted_loss(*(torch.from_numpy(a).cuda() for a in (logits, labels, weights)), normalize)
-    assert got.device.type == "cuda"
+    got = risk_weighted_loss(*(torch.from_numpy(a).to(device) for a in (logits, labels, weights)), normalize)
+    assert got.device.type == device
     assert float(got) == pytest.approx(_reference(logits, labels, weights, normalize), rel=1e-5)
 
 
