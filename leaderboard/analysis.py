@@ -1,52 +1,21 @@
-"""Compute every result of the leaderboard from the store rows (rendering lives elsewhere)."""
+"""Compute every result of the leaderboard from the store rows, one setting at a time (rendering lives elsewhere)."""
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 from scipy import stats as sps
 
 from leaderboard import stats
-from leaderboard.blocks import (
-    METRICS,
-    SEED_GROUP,
-    SETTING,
-    STRATUM,
-    block_means,
-    paired_units,
-    seeds_per_group,
-    unit_table,
-)
+from leaderboard.comparisons import COLUMNS, EXTRA_COLUMNS, compare, prepared
 from leaderboard.errors import LeaderboardError
-from leaderboard.store import provenance
-
-COMPARISON_COLUMNS = [
-    "method",
-    "control",
-    "scope",
-    "n_blocks",
-    "n_seeds",
-    "mean_diff",
-    "ci_low",
-    "ci_high",
-    "statistic",
-    "p_value",
-    "p_holm",
-    "effect_size",
-    "seeds_ok",
-    "note",
-]
-NEGATIVE_COLUMNS = [
-    "method",
-    "scratch",
-    "target_task",
-    "transfer_type",
-    *[c for c in COMPARISON_COLUMNS if c not in ("method", "control", "scope", "p_holm")],
-    "verdict",
-]
+from leaderboard.power import power_table
+from leaderboard.settings import left_out, setting_text
+from leaderboard.store import provenance, score_columns
+from leaderboard.units import METRICS, grids, scope_rows, scopes, wide_table
 
 
 @dataclass(frozen=True)
@@ -57,9 +26,7 @@ class Options:
     alpha: float = 0.05
     control: str | None = "finetune"
     scratch: str | None = "scratch"
-    few_shot: int | None = None
-    n_boot: int = 2000
-    bootstrap_seed: int = 0
+    power_delta: float = 0.02
 
     @property
     def higher_is_better(self) -> bool:
@@ -68,163 +35,78 @@ class Options:
 
 
 @dataclass
+class SettingReport:
+    """One setting's tables: never pooled with another setting."""
+
+    setting: str
+    suites: list[str]
+    variants: list[str]
+    tasks: dict[str, str]
+    summary: pd.DataFrame  # method, scope, n_units, n_seeds, mean, std, mean_rank
+    omnibus: dict
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass
 class Report:
     """All computed results; tables and the page are rendered from this."""
 
     options: Options
-    variants: list[str]
-    n_blocks: int
-    n_seeds: int
-    max_seeds: int
-    tasks: dict[str, str]
-    overall: pd.DataFrame
-    leaderboard: pd.DataFrame
+    settings: list[SettingReport]
     comparisons: pd.DataFrame
     negative_transfer: pd.DataFrame
-    omnibus: dict
-    gains: pd.DataFrame
-    learning_curve: pd.DataFrame
     transferability: pd.DataFrame
-    transferability_tau: pd.DataFrame
+    kendall: pd.DataFrame
+    learning_curves: list[tuple[str, pd.DataFrame]]
+    power: pd.DataFrame
     provenance: dict
-    settings: pd.DataFrame
-    dropped_units: dict[str, int]
+    coverage: dict
+    tuning: dict[str, str]
+    notes: list[str]
     without_results: list[str]
 
 
-def resolve_variant(name: str, variants: list[str], option: str) -> str:
-    """The variant called ``name``, or the only variant of method ``name``; else a LeaderboardError."""
-    if name in variants:
-        return name
-    matches = [v for v in variants if v.split("(", 1)[0] == name]
-    if len(matches) == 1:
-        return matches[0]
-    if matches:
-        raise LeaderboardError(f"{option} {name}: ambiguous, pick one of {', '.join(matches)}")
-    raise LeaderboardError(f"{option} {name}: unknown method (store has {', '.join(variants)})")
-
-
-def compare(units: pd.DataFrame, method: str, reference: str, options: Options) -> dict:
-    """Paired comparison ``method - reference`` on the units (index UNIT) where both have results."""
-    paired = units[[method, reference]].dropna()
-    blocks = block_means(paired)
-    block_diff = blocks[method] - blocks[reference]
-    unit_diff = (paired[method] - paired[reference]).reset_index(name="diff")
-    low, high = stats.hierarchical_bootstrap_ci(
-        unit_diff["diff"],
-        unit_diff["seed"],
-        unit_diff["subject_id"],
-        unit_diff.groupby(STRATUM, observed=True).ngroup(),
-        unit_diff.groupby(SEED_GROUP, observed=True).ngroup(),
-        alpha=options.alpha,
-        n_boot=options.n_boot,
-        rng_seed=options.bootstrap_seed,
-    )
-    test = stats.wilcoxon_paired(blocks[method], blocks[reference])
-    n_seeds = int(seeds_per_group(paired.index).min())
-    too_small = stats.min_wilcoxon_p(test.n_nonzero) > options.alpha
-    notes = []
-    if too_small:
-        notes.append(f"n too small: {test.n_nonzero} non-zero blocks cannot reach p<{options.alpha:g}")
-    if n_seeds < stats.MIN_SEEDS:
-        notes.append(f"{n_seeds} seed(s): cannot establish a difference")
-    return {
-        "n_blocks": len(blocks),
-        "n_seeds": n_seeds,
-        "mean_diff": float(block_diff.mean()),
-        "ci_low": low,
-        "ci_high": high,
-        "statistic": test.statistic,
-        "p_value": math.nan if too_small else test.p_value,
-        "effect_size": stats.rank_biserial(block_diff),
-        "seeds_ok": n_seeds >= stats.MIN_SEEDS,
-        "note": "; ".join(notes),
-    }
-
-
-def _scopes(units: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
-    tasks = units.index.get_level_values("target_task")
-    return [("all", units)] + [(task, units[tasks == task]) for task in sorted(tasks.unique())]
-
-
-def comparisons_frame(common: pd.DataFrame, variants: list[str], options: Options) -> pd.DataFrame:
-    """Every variant against the control, over all blocks and per target task, Holm per scope type."""
-    control = options.control
-    rows = [
-        {"method": v, "control": control, "scope": scope} | compare(part, v, control, options)
-        for scope, part in _scopes(common)
-        for v in variants
-        if v != control
-    ]
-    frame = pd.DataFrame(rows, columns=[c for c in COMPARISON_COLUMNS if c != "p_holm"])
-    is_all = frame["scope"] == "all"
-    frame["p_holm"] = np.nan
-    for family in (is_all, ~is_all):
-        p_values = frame.loc[family, "p_value"].to_numpy(dtype=float)
-        frame.loc[family, "p_holm"] = stats.holm(p_values)
-        m = int(np.count_nonzero(~np.isnan(p_values)))
-        floor = m * stats.min_wilcoxon_p(int(frame.loc[family, "n_blocks"].max()))
-        if m > 1 and floor > options.alpha:
-            # The smallest Holm-adjusted p is m * p_(1) (Holm 1979): no row of this family can reach alpha.
-            note = f"n too small for Holm over {m} (min p_holm {floor:.2g})"
-            frame.loc[family, "note"] = (frame.loc[family, "note"] + "; " + note).str.lstrip("; ")
-    return frame[COMPARISON_COLUMNS]
-
-
-def negative_transfer_frame(units: pd.DataFrame, variants: list[str], options: Options) -> pd.DataFrame:
-    """Every transfer variant against scratch per target task, with a verdict."""
-    rows = []
-    tasks = units.index.get_level_values("target_task")
-    for variant in variants:
-        if variant == options.scratch:
+def _summary(wide: pd.DataFrame, variants: list[str], higher: bool) -> tuple[pd.DataFrame, pd.DataFrame | None]:
+    """Per scope: mean and std over units (seeds averaged) of each variant on their common grid."""
+    rows, all_units = [], None
+    tasks = wide.index.get_level_values("target_task")
+    everywhere = [v for v in variants if all(wide.loc[tasks == t, v].notna().any() for t in tasks.unique())]
+    for scope in scopes(wide):
+        part = scope_rows(wide, scope)
+        # Over all target tasks: the methods run on every one of them (the others are per task only).
+        present = everywhere if scope == "all" else [v for v in variants if part[v].notna().any()]
+        g = grids(part, present)
+        if not g.values:
             continue
-        for task in sorted(tasks.unique()):
-            part = units[tasks == task][[variant, options.scratch]].dropna()
-            if part.empty:
-                continue
-            result = compare(part, variant, options.scratch, options)
-            kinds = "+".join(sorted(set(part.index.get_level_values("transfer_type"))))
-            verdict = stats.verdict(result["ci_low"], result["ci_high"], result["n_seeds"], options.higher_is_better)
+        units = pd.DataFrame({v: g.values[v].mean(axis=0) for v in present})  # subject x variant
+        ranks = pd.DataFrame(stats.block_ranks(units.to_numpy(), higher), index=units.index, columns=present)
+        if scope == "all":
+            all_units = units
+        for v in present:
             rows.append(
-                {"method": variant, "scratch": options.scratch, "target_task": task, "transfer_type": kinds}
-                | result
-                | {"verdict": verdict}
+                {
+                    "method": v,
+                    "scope": scope,
+                    "n_units": g.n_units,
+                    "n_seeds": g.n_seeds,
+                    "mean": float(units[v].mean()),
+                    "std": float(units[v].std(ddof=1)) if len(units) > 1 else math.nan,
+                    "mean_rank": float(ranks[v].mean()),
+                }
             )
-    return pd.DataFrame(rows, columns=NEGATIVE_COLUMNS)
+    return pd.DataFrame(rows), all_units
 
 
-def _task_types(blocks: pd.DataFrame) -> dict[str, str]:
-    frame = blocks.index.to_frame(index=False)
-    return {
-        task: "+".join(sorted(group["transfer_type"].unique()))
-        for task, group in frame.groupby("target_task", sort=True)
-    }
-
-
-def _summaries(blocks: pd.DataFrame, ranks: pd.DataFrame, key: list[str]) -> pd.DataFrame:
-    values = blocks.rename_axis(columns="method").stack().rename("value")
-    rank_values = ranks.rename_axis(columns="method").stack().rename("rank")
-    long = pd.concat([values, rank_values], axis=1).reset_index()
-    grouped = long.groupby(["method", *key], observed=True)
-    return grouped.agg(
-        n_blocks=("value", "size"),
-        mean=("value", "mean"),
-        std=("value", "std"),
-        median=("value", "median"),
-        mean_rank=("rank", "mean"),
-    ).reset_index()
-
-
-def omnibus(blocks: pd.DataFrame, ranks: pd.DataFrame, n_seeds: int, options: Options) -> dict:
-    """Friedman chi-square, Iman-Davenport F and the Nemenyi CD over the common blocks."""
-    n, k = blocks.shape
+def omnibus(units: pd.DataFrame | None, n_seeds: int, options: Options) -> dict:
+    """Friedman chi-square and Iman-Davenport F over the independent units; the Nemenyi CD when it may be drawn."""
+    n, k = (0, 0) if units is None else units.shape
     result: dict = {
         "metric": options.metric,
         "alpha": options.alpha,
         "N": n,
         "k": k,
         "n_seeds": n_seeds,
-        "mean_ranks": ranks.mean().round(6).to_dict(),
+        "mean_ranks": {},
         "friedman_chi2": None,
         "friedman_p": None,
         "iman_davenport_F": None,
@@ -232,19 +114,22 @@ def omnibus(blocks: pd.DataFrame, ranks: pd.DataFrame, n_seeds: int, options: Op
         "iman_davenport_df": None,
         "nemenyi_q_alpha": None,
         "nemenyi_cd": None,
+        "draw_cd": False,
         "note": "",
     }
-    if k >= 2:
-        result["nemenyi_q_alpha"] = stats.nemenyi_q(k, options.alpha)
-        result["nemenyi_cd"] = stats.nemenyi_cd(k, n, options.alpha)
+    if units is None:
+        result["note"] = "no unit is shared by all methods"
+        return result
+    ranks = stats.block_ranks(units.to_numpy(), options.higher_is_better)
+    result["mean_ranks"] = dict(zip(units.columns, np.round(ranks.mean(axis=0), 6)))
     if k < 3:
-        result["note"] = f"k={k}: the Friedman test needs 3 or more methods; see comparisons.csv"
+        result["note"] = f"k={k}: the Friedman test needs 3 or more methods; see the comparisons"
     elif n < 2:
-        result["note"] = f"N={n}: the Friedman test needs 2 or more blocks"
-    elif np.ptp(ranks.to_numpy(), axis=1).max() == 0:
-        result["note"] = "all methods tie in every block: the Friedman test is undefined"
+        result["note"] = f"N={n} unit: the Friedman test needs 2 or more"
+    elif np.ptp(ranks, axis=1).max() == 0:
+        result["note"] = "all methods tie on every unit: the Friedman test is undefined"
     else:
-        chi2, p = sps.friedmanchisquare(*blocks.to_numpy().T)
+        chi2, p = sps.friedmanchisquare(*units.to_numpy().T)
         f, p_f = stats.iman_davenport(float(chi2), n, k)
         result |= {
             "friedman_chi2": float(chi2),
@@ -252,164 +137,194 @@ def omnibus(blocks: pd.DataFrame, ranks: pd.DataFrame, n_seeds: int, options: Op
             "iman_davenport_F": f,
             "iman_davenport_p": p_f,
             "iman_davenport_df": [k - 1, (k - 1) * (n - 1)],
+            "nemenyi_q_alpha": stats.nemenyi_q(k, options.alpha),
+            "nemenyi_cd": stats.nemenyi_cd(k, n, options.alpha),
         }
-    if n_seeds < stats.MIN_SEEDS:
-        result["note"] = (result["note"] + f"; {n_seeds} seed(s): cannot establish a difference").lstrip("; ")
+        if p_f >= options.alpha:
+            result["note"] = f"no CD diagram: the Iman–Davenport test does not reject (p = {p_f:.2g} ≥ α)"
+        elif n < stats.MIN_CD_UNITS:
+            result["note"] = f"no CD diagram: N = {n} units, fewer than {stats.MIN_CD_UNITS}"
+        elif n_seeds < stats.MIN_SEEDS:
+            result["note"] = f"no CD diagram: {n_seeds} seed(s), fewer than {stats.MIN_SEEDS}"
+        else:
+            result["draw_cd"] = True
     return result
 
 
-def gains_frame(blocks: pd.DataFrame, variants: list[str], control: str) -> pd.DataFrame:
-    """Per-block difference of each variant to the control (long: method, target_task, diff)."""
-    diffs = blocks[[v for v in variants if v != control]].sub(blocks[control], axis=0)
-    long = diffs.rename_axis(columns="method").stack().rename("diff").reset_index()
-    return long[["method", "target_task", "diff"]]
+def setting_report(setting: str, part: pd.DataFrame, options: Options) -> SettingReport | None:
+    """Summary and omnibus of one setting (None when it has no successful result)."""
+    wide = wide_table(part, options.metric, options.scratch)
+    if wide.empty:
+        return None
+    summary, units = _summary(wide, sorted(wide.columns), options.higher_is_better)
+    all_rows = summary[summary["scope"] == "all"] if not summary.empty else summary
+    n_seeds = int(all_rows["n_seeds"].min()) if not all_rows.empty else 0
+    order = all_rows.sort_values(["mean_rank", "method"])["method"].tolist()
+    order += sorted(set(wide.columns) - set(order))
+    types = part.drop_duplicates("transfer").set_index("transfer")["transfer_type"]
+    tasks = {
+        task: ", ".join(sorted({types[t] for t in g["transfer"]} - {"none"}) or ["none"])
+        for task, g in part.groupby("target_task", sort=True)
+    }
+    notes = []
+    lost = sorted(set(wide.columns) - set(all_rows["method"]))
+    if lost:
+        notes.append(f"Not run on every target task, so shown per target task only: {', '.join(lost)}.")
+    return SettingReport(
+        setting=setting,
+        suites=sorted(part["suite"].unique()),
+        variants=order,
+        tasks=tasks,
+        summary=summary,
+        omnibus=omnibus(units, n_seeds, options),
+        notes=notes,
+    )
 
 
-def learning_curve_frame(units: pd.DataFrame, options: Options) -> pd.DataFrame:
-    """Mean metric per (variant, few_shot) on the blocks all variants share at that K, with a CI."""
-    rows = []
-    shots = units.index.get_level_values("few_shot")
-    for k_shot in sorted(shots.unique()):
-        part = units[shots == k_shot].dropna(axis=1, how="all")
-        common = paired_units(part, list(part.columns))
-        if common.empty:
+def learning_curves(rows: pd.DataFrame, options: Options) -> list[tuple[str, pd.DataFrame]]:
+    """Mean metric per few-shot K with the crossed-model CI, one curve per setting that differs only in K."""
+    text = setting_text(rows).drop(columns="few_shot")
+    keyed = rows.assign(_group=text.agg("\x1f".join, axis=1))
+    curves = []
+    for _, group in keyed.groupby("_group", sort=True):
+        if group["few_shot"].nunique() < 2:
             continue
-        frame = common.reset_index()
-        strata = frame.groupby(STRATUM, observed=True).ngroup()
-        groups = frame.groupby(SEED_GROUP, observed=True).ngroup()
-        n_seeds = int(seeds_per_group(common.index).min())
-        n_blocks = len(block_means(common))
-        for variant in common.columns:
-            low, high = stats.hierarchical_bootstrap_ci(
-                frame[variant],
-                frame["seed"],
-                frame["subject_id"],
-                strata,
-                groups,
-                alpha=options.alpha,
-                n_boot=options.n_boot,
-                rng_seed=options.bootstrap_seed,
-            )
-            mean = float(block_means(common[[variant]])[variant].mean())
-            rows.append(
+        out = []
+        for k_shot, part in group.groupby("few_shot", sort=True):
+            wide = wide_table(part, options.metric, options.scratch)
+            variants = [v for v in wide.columns if wide[v].notna().any()]
+            g = grids(wide, variants)
+            for v, values in g.values.items():
+                est = stats.crossed_interval(values.to_numpy(), options.alpha)
+                out.append(
+                    {
+                        "method": v,
+                        "few_shot": int(k_shot),
+                        "n_units": g.n_units,
+                        "n_seeds": g.n_seeds,
+                        "mean": float(est.mean),
+                        "ci_low": float(est.ci_low),
+                        "ci_high": float(est.ci_high),
+                    }
+                )
+        first = group.iloc[0]
+        label = f"{first['dataset']} · {first['backbone']} · {first['target_steps']} steps"
+        curves.append((label, pd.DataFrame(out)))
+    return curves
+
+
+def transferability(rows: pd.DataFrame, options: Options) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Per (setting, transfer): mean of each score and the control's gain over scratch; Kendall tau per setting."""
+    scores = [c for c in score_columns(rows) if rows[c].notna().any()]
+    if not scores or options.control is None or options.scratch is None:
+        return pd.DataFrame(), pd.DataFrame()
+    sign = 1.0 if options.higher_is_better else -1.0
+    out = []
+    for setting, part in rows.groupby("setting", sort=True):
+        ok = part[(part["status"] == "ok") & (part["variant"] != options.scratch)]
+        wide = wide_table(part, options.metric, options.scratch)
+        if options.control not in wide.columns or options.scratch not in wide.columns:
+            continue
+        for transfer, cells in ok.groupby("transfer", sort=True):
+            units = wide[wide.index.get_level_values("transfer") == transfer]
+            g = grids(units, [options.control, options.scratch])
+            if not g.values:
+                continue
+            diff = sign * (g.values[options.control] - g.values[options.scratch]).to_numpy()
+            per_seed = cells.groupby("seed")[scores].mean()
+            out.append(
                 {
-                    "method": variant,
-                    "few_shot": int(k_shot),
-                    "n_blocks": n_blocks,
-                    "n_seeds": n_seeds,
-                    "mean": mean,
-                    "ci_low": low,
-                    "ci_high": high,
+                    "setting": setting,
+                    "transfer": transfer,
+                    "transfer_type": cells["transfer_type"].iloc[0],
+                    "n_units": g.n_units,
+                    "n_seeds": g.n_seeds,
+                    **{s: float(per_seed[s].mean()) for s in scores},
+                    "gain": float(diff.mean()),
                 }
             )
-    return pd.DataFrame(rows)
-
-
-def transferability_frames(
-    df: pd.DataFrame, units: pd.DataFrame, options: Options
-) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Per transfer: mean LEEP/NCE and the control's gain over scratch; Kendall tau between them."""
-    ok = df[(df["status"] == "ok") & (df["variant"] != options.scratch)]
-    scores = ok.groupby([*STRATUM, "seed"], observed=True)[["leep", "nce"]].mean().dropna(how="all")
-    if scores.empty or options.control not in units or options.scratch not in units:
-        return pd.DataFrame(), pd.DataFrame()
-    paired = units[[options.control, options.scratch]].dropna()
-    sign = 1.0 if options.higher_is_better else -1.0
-    gain = sign * (paired[options.control] - paired[options.scratch])
-    per_seed = scores.join(gain.groupby(level=[*STRATUM, "seed"]).mean().rename("gain"), how="inner")
-    rows = []
-    for key, group in per_seed.groupby(level=STRATUM, observed=True):
-        stratum = paired.xs(key, level=STRATUM, drop_level=False)
-        result = compare(stratum, options.control, options.scratch, options)
-        rows.append(
-            dict(zip(STRATUM, key))
-            | {
-                "n_blocks": result["n_blocks"],
-                "n_seeds": len(group),
-                "leep": group["leep"].mean(),
-                "nce": group["nce"].mean(),
-                "gain": group["gain"].mean(),
-                "verdict": stats.verdict(
-                    result["ci_low"], result["ci_high"], result["n_seeds"], options.higher_is_better
-                ),
-            }
-        )
-    per_transfer = pd.DataFrame(rows)
+    table = pd.DataFrame(out)
+    if table.empty:
+        return table, pd.DataFrame()
+    if {"leep", "nce"} <= set(table.columns):
+        table["leep_minus_nce"] = table["leep"] - table["nce"]
     taus = [
-        _kendall(level, score, frame[score], frame["gain"], options.alpha)
-        for level, frame in (("transfer", per_transfer), ("transfer × seed", per_seed))
-        for score in ("leep", "nce")
+        _kendall(setting, score, part[score], part["gain"], options.alpha)
+        for setting, part in table.groupby("setting", sort=True)
+        for score in scores
     ]
-    return per_transfer, pd.DataFrame(taus)
+    return table, pd.DataFrame(taus)
 
 
-def _kendall(level: str, score: str, x: pd.Series, y: pd.Series, alpha: float) -> dict:
+def _kendall(setting: str, score: str, x: pd.Series, y: pd.Series, alpha: float) -> dict:
     valid = x.notna() & y.notna()
     n = int(valid.sum())
-    row = {"level": level, "score": score, "n": n, "tau": math.nan, "p_value": math.nan, "note": ""}
-    if n < 2:
-        return row | {"note": "fewer than 2 transfers with a score"}
+    row = {"setting": setting, "score": score, "n": n, "tau": math.nan, "p_value": math.nan, "note": ""}
+    if n < stats.MIN_KENDALL_N:
+        return row | {
+            "note": f"not shown: {n} transfer(s); below {stats.MIN_KENDALL_N} the exact test cannot reach "
+            f"p < 0.05 and τ is noise"
+        }
     result = sps.kendalltau(x[valid], y[valid])
-    row |= {"tau": float(result.statistic), "p_value": float(result.pvalue)}
-    if stats.min_kendall_p(n) > alpha:
-        row |= {"p_value": math.nan, "note": f"n too small: {n} points cannot reach p<{alpha:g}"}
-    return row
+    return row | {"tau": float(result.statistic), "p_value": float(result.pvalue)}
 
 
-def analyse(df: pd.DataFrame, options: Options) -> Report:
-    """Build every table and figure input from the store rows (controls already resolved)."""
-    all_units = unit_table(df, options.metric, options.scratch)
-    units = all_units
-    if options.few_shot is not None:
-        units = all_units[all_units.index.get_level_values("few_shot") == options.few_shot]
-    units = units.dropna(axis=1, how="all")
-    variants = sorted(units.columns)
-    if not variants:
-        raise LeaderboardError("--results: no successful result for the chosen region/few-shot")
-    common = paired_units(units, variants)
-    if common.empty:
-        counts = ", ".join(f"{v}={units[v].notna().sum()}" for v in variants)
-        raise LeaderboardError(f"--results: no result unit is shared by all methods (units: {counts})")
-    blocks = block_means(common)
-    ranks = pd.DataFrame(
-        stats.block_ranks(blocks.to_numpy(), options.higher_is_better), index=blocks.index, columns=variants
-    )
-    overall = _summaries(blocks, ranks, []).set_index("method").sort_values(["mean_rank", "method"])
-    variants = list(overall.index)
-    seed_counts = seeds_per_group(common.index)
-    n_seeds = int(seed_counts.min())
-    leaderboard = _summaries(blocks, ranks, ["target_task"])
-    types = _task_types(blocks)
-    leaderboard.insert(2, "transfer_type", leaderboard["target_task"].map(types))
-    leaderboard["order"] = leaderboard["method"].map(variants.index)
-    leaderboard = leaderboard.sort_values(["target_task", "order"]).drop(columns="order")
-    has_control = options.control in variants and len(variants) > 1
-    has_scratch = options.scratch in variants and len(variants) > 1
-    empty = pd.DataFrame()
-    curve_units = all_units if all_units.index.get_level_values("few_shot").nunique() > 1 else None
-    transfer, taus = transferability_frames(df, units, options) if has_control else (empty, empty)
+def _coverage(rows: pd.DataFrame, dropped: dict[str, int]) -> dict:
+    cells = rows.drop_duplicates("cell_key")
+    return dropped | {
+        "datasets": sorted(cells["dataset"].unique()),
+        "suites": sorted(cells["suite"].unique()),
+        "few_shot": sorted(int(k) for k in cells["few_shot"].unique()),
+        "target_steps": sorted(int(k) for k in cells["target_steps"].unique()),
+        "n_settings": int(rows["setting"].nunique()),
+    }
+
+
+def tuning(df: pd.DataFrame) -> dict[str, str]:
+    """Per variant: ``tuned, N trials`` or ``default``."""
+    trials = df.groupby("variant")["tuned_trials"].max()
+    return {v: f"tuned, {int(n)} trials" if n > 0 else "default" for v, n in trials.items()}
+
+
+def _empty_comparisons() -> pd.DataFrame:
+    return pd.DataFrame(columns=COLUMNS + EXTRA_COLUMNS)
+
+
+def analyse(
+    df: pd.DataFrame, options: Options, include_smoke: bool = False, dropped: dict[str, int] | None = None
+) -> Report:
+    """Build every table and figure input from the (filtered) store rows; controls already resolved.
+
+    ``dropped``: what earlier filters left out (``settings.left_out``), for the page to say so.
+    """
+    rows = prepared(df, options.scratch, include_smoke)
+    ok = rows[rows["status"] == "ok"]
+    if ok.empty:
+        raise LeaderboardError("--results: no successful result for the chosen filters/region")
+    reports = [r for s, part in rows.groupby("setting", sort=True) if (r := setting_report(s, part, options))]
+    has = set(ok["variant"])
+    comparisons = _empty_comparisons()
+    negative = _empty_comparisons()
+    power = pd.DataFrame()
+    common = {"metric": options.metric, "scratch": options.scratch, "alpha": options.alpha}
+    if options.control in has and len(has) > 1:
+        comparisons = compare(rows, options.control, **common)
+        power = power_table(rows, options.control, options.power_delta, **common)
+    if options.scratch in has and len(has) > 1:
+        negative = compare(rows, options.scratch, **common)
+    transfer, kendall = transferability(rows, options)
     return Report(
         options=options,
-        variants=variants,
-        n_blocks=len(blocks),
-        n_seeds=n_seeds,
-        max_seeds=int(seed_counts.max()),
-        tasks=types,
-        overall=overall,
-        leaderboard=leaderboard.reset_index(drop=True),
-        comparisons=comparisons_frame(common, variants, options)
-        if has_control
-        else pd.DataFrame(columns=COMPARISON_COLUMNS),
-        negative_transfer=negative_transfer_frame(units, variants, options)
-        if has_scratch
-        else pd.DataFrame(columns=NEGATIVE_COLUMNS),
-        omnibus=omnibus(blocks, ranks, n_seeds, options),
-        gains=gains_frame(blocks, variants, options.control) if has_control else empty,
-        learning_curve=learning_curve_frame(curve_units, options) if curve_units is not None else empty,
+        settings=reports,
+        comparisons=comparisons,
+        negative_transfer=negative,
         transferability=transfer,
-        transferability_tau=taus,
+        kendall=kendall,
+        learning_curves=learning_curves(rows, options),
+        power=power,
         provenance=provenance(df, options.scratch),
-        settings=blocks.index.to_frame(index=False)[SETTING].drop_duplicates().reset_index(drop=True),
-        dropped_units={v: int(units[v].notna().sum() - len(common)) for v in variants},
-        without_results=sorted(set(df["variant"]) - set(variants)),
+        coverage=_coverage(rows, dropped or left_out(df, include_smoke)),
+        tuning=tuning(rows),
+        notes=list(df.attrs.get("notes", [])),
+        without_results=sorted(set(rows["variant"]) - has),
     )

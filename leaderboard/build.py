@@ -5,26 +5,27 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
+import shutil
 import sys
+import tempfile
 from pathlib import Path
 
+import pandas as pd
+
 from leaderboard import figures
-from leaderboard.analysis import Options, Report, analyse, resolve_variant
-from leaderboard.blocks import METRICS
-from leaderboard.errors import LeaderboardError
+from leaderboard.analysis import Options, Report, analyse
+from leaderboard.comparisons import resolve_variant
+from leaderboard.errors import LeaderboardError, OneLineParser
 from leaderboard.html import page
-from leaderboard.stats import MIN_SEEDS
+from leaderboard.render import to_latex, to_markdown
+from leaderboard.settings import left_out, select
 from leaderboard.store import load_store
-from leaderboard.tables import METRIC_LABELS, direction, leaderboard_table, seeds_label, to_latex, to_markdown
+from leaderboard.tables import METRIC_LABELS, setting_table
+from leaderboard.units import METRICS
 
 PROG = "python -m leaderboard.build"
-
-
-class _OneLineParser(argparse.ArgumentParser):
-    """An argument parser whose errors are one line on stderr with exit status 2."""
-
-    def error(self, message: str) -> None:  # type: ignore[override]
-        self.exit(2, f"{self.prog}: error: {message}\n")
+OUTPUT_PATTERNS = ("cd_diagram*.png", "learning_curve*.png", "gains.png", "transferability.csv")
 
 
 def _alpha(text: str) -> float:
@@ -34,19 +35,31 @@ def _alpha(text: str) -> float:
     return value
 
 
+def _positive(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+    return value
+
+
 def parser() -> argparse.ArgumentParser:
     """The command-line interface."""
-    p = _OneLineParser(prog=PROG, description=__doc__)
-    p.add_argument("--results", type=Path, required=True, help="results folder (all *.parquet under it)")
-    p.add_argument("--out", type=Path, required=True, help="output folder (created)")
+    p = OneLineParser(prog=PROG, description=__doc__)
+    p.add_argument("--results", type=Path, required=True, help="results folder (all *.parquet under it; only read)")
+    p.add_argument("--out", type=Path, required=True, help="output folder (created once the inputs validate)")
     p.add_argument("--control", help="method every other is compared with (default: finetune)")
     p.add_argument("--scratch", help="no-transfer reference for negative transfer (default: scratch)")
     p.add_argument("--metric", choices=sorted(METRICS), default="dice")
     p.add_argument("--alpha", type=_alpha, default=0.05, help="significance level (default 0.05)")
-    p.add_argument("--region", help="only this region (default: every region, each a block)")
-    p.add_argument("--few-shot", type=int, help="only this few-shot K for the tables (default: all, pooled)")
-    p.add_argument("--n-boot", type=int, default=2000, help="bootstrap resamples (default 2000)")
-    p.add_argument("--bootstrap-seed", type=int, default=0, help="seed of the bootstrap (default 0)")
+    p.add_argument("--region", help="only this region (default: every region, averaged within each test subject)")
+    p.add_argument("--few-shot", type=int, help="only this few-shot K (default: every K, each its own setting)")
+    p.add_argument("--suite", action="append", help="only the settings this suite ran (repeatable)")
+    p.add_argument("--dataset", action="append", help="only this dataset (repeatable)")
+    p.add_argument("--method", action="append", help="only this method or variant, plus control and scratch")
+    p.add_argument("--include-smoke", action="store_true", help="also analyse smoke runs (runner's --steps)")
+    p.add_argument(
+        "--power-delta", type=_positive, default=0.02, help="difference the power table is computed for (0.02)"
+    )
     return p
 
 
@@ -61,108 +74,120 @@ def _resolve(name: str | None, default: str, variants: list[str], option: str) -
 
 
 def build(args: argparse.Namespace) -> Report:
-    """Read the store, compute everything and write every output file into ``args.out``."""
+    """Read the store, compute everything, then write every output file into ``args.out``."""
+    if args.out.exists() and not args.out.is_dir():
+        raise LeaderboardError(f"--out {args.out}: exists and is not a folder")
     df = load_store(args.results)
-    try:
-        args.out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise LeaderboardError(f"--out {args.out}: cannot create the folder ({exc.strerror or exc})") from exc
+    variants = sorted(df["variant"].unique())
+    control = _resolve(args.control, "finetune", variants, "--control")
+    scratch = _resolve(args.scratch, "scratch", variants, "--scratch")
+    methods = args.method and [*args.method, *(v for v in (control, scratch) if v)]
+    dropped = left_out(df, args.include_smoke)
+    df = select(df, suites=args.suite, datasets=args.dataset, methods=methods, include_smoke=args.include_smoke)
     ok = df["status"] == "ok"
     if args.region is not None:
         regions = sorted(df.loc[ok, "region"].unique())
         if args.region not in regions:
             raise LeaderboardError(f"--region {args.region}: not in the store (has {', '.join(regions)})")
         df = df[~ok | (df["region"] == args.region)]
-    if args.few_shot is not None and args.few_shot not in set(df.loc[ok, "few_shot"]):
-        shots = ", ".join(str(k) for k in sorted(df.loc[ok, "few_shot"].unique()))
-        raise LeaderboardError(f"--few-shot {args.few_shot}: not in the store (has {shots})")
-    if args.n_boot < 100:
-        raise LeaderboardError(f"--n-boot {args.n_boot}: use at least 100 resamples")
-    variants = sorted(df["variant"].unique())
+    if args.few_shot is not None:
+        shots = sorted(df.loc[ok, "few_shot"].unique())
+        if args.few_shot not in shots:
+            raise LeaderboardError(f"--few-shot {args.few_shot}: not in the store (has {', '.join(map(str, shots))})")
+        df = df[df["few_shot"] == args.few_shot]
     options = Options(
-        metric=args.metric,
-        alpha=args.alpha,
-        control=_resolve(args.control, "finetune", variants, "--control"),
-        scratch=_resolve(args.scratch, "scratch", variants, "--scratch"),
-        few_shot=args.few_shot,
-        n_boot=args.n_boot,
-        bootstrap_seed=args.bootstrap_seed,
+        metric=args.metric, alpha=args.alpha, control=control, scratch=scratch, power_delta=args.power_delta
     )
-    report = analyse(df, options)
-    try:
-        write_outputs(report, args.out)
-    except OSError as exc:
-        raise LeaderboardError(f"--out {args.out}: cannot write ({exc.strerror or exc})") from exc
+    report = analyse(df, options, include_smoke=args.include_smoke, dropped=dropped)
+    publish(report, args.out)
     return report
+
+
+def publish(report: Report, out: Path) -> None:
+    """Write every output into a temporary folder next to ``out``, then move it into place.
+
+    A failure leaves no ``out`` behind (and an existing ``out`` unchanged).
+    """
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}-"))
+    except OSError as exc:
+        raise LeaderboardError(f"--out {out}: cannot create the folder ({exc.strerror or exc})") from exc
+    try:
+        write_outputs(report, staging)
+        if not out.exists():
+            os.replace(staging, out)
+            return
+        for pattern in OUTPUT_PATTERNS:
+            for stale in out.glob(pattern):
+                stale.unlink()
+        for path in staging.iterdir():
+            os.replace(path, out / path.name)
+    except OSError as exc:
+        raise LeaderboardError(f"--out {out}: cannot write ({exc.strerror or exc})") from exc
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
 
 
 def _json_safe(value: object) -> object:
     if isinstance(value, float) and not math.isfinite(value):
         return None
     if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
+        return {str(k): _json_safe(v) for k, v in value.items()}
     if isinstance(value, list):
         return [_json_safe(v) for v in value]
+    if hasattr(value, "item"):
+        return _json_safe(value.item())
     return value
 
 
 def write_outputs(report: Report, out: Path) -> None:
     """Write the CSV/JSON tables, Markdown, LaTeX, figures and the HTML page."""
-    report.leaderboard.to_csv(out / "leaderboard.csv", index=False)
     report.comparisons.to_csv(out / "comparisons.csv", index=False)
     report.negative_transfer.to_csv(out / "negative_transfer.csv", index=False)
-    omnibus = dict(report.omnibus)
+    report.power.to_csv(out / "power.csv", index=False)
+    summaries = [sr.summary.assign(setting=sr.setting) for sr in report.settings]
+    table = pd.concat(summaries, ignore_index=True) if summaries else pd.DataFrame()
+    table.to_csv(out / "leaderboard.csv", index=False)
+    omnibus: dict = {"settings": {sr.setting: sr.omnibus for sr in report.settings}}
     if not report.transferability.empty:
         report.transferability.to_csv(out / "transferability.csv", index=False)
-        omnibus["transferability_kendall"] = report.transferability_tau.to_dict(orient="records")
+        omnibus["transferability_kendall"] = report.kendall.to_dict(orient="records")
     (out / "omnibus.json").write_text(json.dumps(_json_safe(omnibus), indent=2) + "\n")
     (out / "leaderboard.md").write_text(to_markdown(report))
-    (out / "leaderboard.tex").write_text(to_latex(leaderboard_table(report)))
-    for stale in ("cd_diagram.png", "gains.png", "learning_curve.png"):
-        (out / stale).unlink(missing_ok=True)
-    made = _figures(report, out)
-    (out / "index.html").write_text(page(report, made))
+    (out / "leaderboard.tex").write_text(to_latex([setting_table(report, sr) for sr in report.settings]))
+    (out / "index.html").write_text(page(report, _figures(report, out)))
 
 
 def _figures(report: Report, out: Path) -> dict[str, Path]:
     opts = report.options
     label = METRIC_LABELS[opts.metric]
-    colours = figures.palette(report.variants, opts.scratch)
     made: dict[str, Path] = {}
-    level = round(100 * (1 - opts.alpha))
-    caveat = f"; not conclusive: fewer than {MIN_SEEDS} seeds" if report.n_seeds < MIN_SEEDS else ""
-    if report.omnibus["nemenyi_cd"] is not None:
-        made["cd_diagram"] = out / "cd_diagram.png"
+    for i, sr in enumerate(report.settings, start=1):
+        o = sr.omnibus
+        if not o["draw_cd"]:
+            continue
+        made[f"cd_diagram_{i}"] = out / f"cd_diagram_{i}.png"
         figures.cd_diagram(
-            report.overall["mean_rank"],
-            report.omnibus["nemenyi_cd"],
-            made["cd_diagram"],
-            f"{label}: mean ranks over N = {report.n_blocks} blocks ({seeds_label(report)} seeds{caveat})\n"
+            pd.Series(o["mean_ranks"], dtype=float),
+            o["nemenyi_cd"],
+            made[f"cd_diagram_{i}"],
+            f"{sr.setting}\n{label}: mean ranks over N = {o['N']} test subjects ({o['n_seeds']} seeds); "
             f"bars join methods not significantly different (Nemenyi, α = {opts.alpha:g})",
         )
-    if not report.gains.empty:
-        made["gains"] = out / "gains.png"
-        figures.gains_plot(
-            report.gains,
-            report.variants,
-            colours,
-            f"Δ {label} vs {opts.control}",
-            f"Per-block difference to {opts.control} ({direction(report)})\n"
-            f"N = {report.n_blocks} blocks, {seeds_label(report)} seeds averaged per block{caveat}",
-            made["gains"],
-        )
-    if not report.learning_curve.empty:
-        curve_seeds = report.learning_curve["n_seeds"].min()
-        made["learning_curve"] = out / "learning_curve.png"
+    for j, (group, curve) in enumerate(report.learning_curves, start=1):
+        if curve.empty:
+            continue
+        variants = sorted(curve["method"].unique())
+        made[f"learning_curve_{j}"] = out / f"learning_curve_{j}.png"
         figures.learning_curve_plot(
-            report.learning_curve,
-            report.variants,
-            colours,
+            curve,
+            variants,
+            figures.palette(variants, opts.scratch),
             label,
-            f"{label} vs few-shot K: mean over the blocks all methods share at each K\n"
-            f"({level}% hierarchical-bootstrap CI; {curve_seeds} seeds"
-            + (": not conclusive)" if curve_seeds < MIN_SEEDS else ")"),
-            made["learning_curve"],
+            f"{group}: {label} vs few-shot K\n({round(100 * (1 - opts.alpha))}% crossed-model CI; "
+            f"{curve['n_seeds'].min()} seeds)",
+            made[f"learning_curve_{j}"],
         )
     return made
 
@@ -171,20 +196,26 @@ def _summary(report: Report) -> str:
     opts = report.options
     p = report.provenance
     lines = [
-        f"leaderboard: {len(report.variants)} method(s), N = {report.n_blocks} blocks, {seeds_label(report)} "
-        f"seeds, {p['n_cells']} cells ({p['n_failed_cells']} failed, {len(p['missing'])} missing)"
+        f"leaderboard: {len(report.settings)} setting(s), {len(report.tuning)} method(s), {p['n_cells']} cells "
+        f"({p['n_failed_cells']} failed, {len(p['missing'])} missing)"
     ]
-    if len(report.variants) == 1:
-        lines.append(f"only one method ({report.variants[0]}): nothing to compare")
+    for sr in report.settings:
+        s = sr.summary
+        n_seeds = int(s["n_seeds"].min()) if not s.empty else 0
+        n_units = int(s.loc[s["scope"] == "all", "n_units"].max()) if not s.empty else 0
+        lines.append(f"  {sr.setting}: {n_units} test subjects, {n_seeds} seeds, suites {', '.join(sr.suites)}")
+    if len(report.tuning) == 1:
+        lines.append(f"only one method ({next(iter(report.tuning))}): nothing to compare")
     elif report.comparisons.empty:
         lines.append(f"no comparisons: no result of control '{opts.control or 'finetune'}' here (use --control)")
     if report.negative_transfer.empty:
         lines.append("no negative-transfer table: no scratch result to compare with (use --scratch)")
     if report.without_results:
         lines.append(f"no successful result (left out): {', '.join(report.without_results)}")
-    if report.n_seeds < MIN_SEEDS:
-        lines.append(f"only {report.n_seeds} seed(s): the results cannot establish a difference")
-    if len(report.provenance["code_versions"]) > 1:
+    if report.coverage["smoke_cells"]:
+        lines.append(f"{report.coverage['smoke_cells']} smoke-run cell(s) left out (--include-smoke)")
+    lines += report.notes
+    if len(p["code_versions"]) > 1:
         lines.append("warning: the store mixes code versions")
     return "\n".join(lines)
 

@@ -1,4 +1,4 @@
-"""Figures: critical-difference diagram, per-block gains over the control, learning curve."""
+"""Figures: critical-difference diagram and learning curve."""
 
 from __future__ import annotations
 
@@ -70,47 +70,10 @@ def cd_diagram(mean_ranks: pd.Series, cd: float, path: Path, subtitle: str) -> N
     plt.close(fig)
 
 
-def gains_plot(gains: pd.DataFrame, order: list[str], colours: dict, ylabel: str, title: str, path: Path) -> None:
-    """One box per method of its per-block differences to the control, points by target task, zero line."""
-    methods = [m for m in order if m in set(gains["method"])]
-    tasks = sorted(gains["target_task"].unique())
-    markers = ["o", "s", "^", "D", "v", "P", "X", "*"]
-    fig, ax = plt.subplots(figsize=(max(6.0, 1.1 * len(methods) + 2.5), 4.2))
-    data = [gains.loc[gains["method"] == m, "diff"].to_numpy() for m in methods]
-    boxes = ax.boxplot(data, widths=0.55, patch_artist=True, showfliers=False, medianprops={"color": "black"})
-    for patch, method in zip(boxes["boxes"], methods):
-        patch.set_facecolor((*colours[method][:3], 0.35))
-        patch.set_edgecolor(colours[method])
-    rng = np.random.default_rng(0)
-    for t, task in enumerate(tasks):
-        for i, method in enumerate(methods):
-            values = gains.loc[(gains["method"] == method) & (gains["target_task"] == task), "diff"]
-            x = i + 1 + rng.uniform(-0.16, 0.16, len(values))
-            ax.scatter(
-                x,
-                values,
-                s=16,
-                marker=markers[t % len(markers)],
-                color="#222",
-                alpha=0.7,
-                label=task if i == 0 else None,
-                zorder=3,
-                linewidths=0,
-            )
-    ax.axhline(0, color="#b2182b", linestyle="--", linewidth=1)
-    ax.set_xticks(range(1, len(methods) + 1), methods, rotation=20, ha="right")
-    ax.set_ylabel(ylabel)
-    ax.set_title(title, fontsize=10)
-    ax.grid(axis="y", alpha=0.3)
-    ax.legend(title="target task", fontsize=8, title_fontsize=8, frameon=False, loc="best")
-    fig.savefig(path, dpi=DPI, bbox_inches="tight")
-    plt.close(fig)
-
-
 def learning_curve_plot(
     curve: pd.DataFrame, order: list[str], colours: dict, ylabel: str, title: str, path: Path
 ) -> None:
-    """Metric against few-shot K per method (K = 0 shown as 'all'), with bootstrap CI bars."""
+    """Metric against few-shot K per method (K = 0 shown as 'all') in one dataset and budget, with CI bars."""
     shots = sorted(curve["few_shot"].unique(), key=lambda k: (k == 0, k))
     position = {k: i for i, k in enumerate(shots)}
     methods = [m for m in order if m in set(curve["method"])]

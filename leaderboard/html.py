@@ -7,23 +7,20 @@ from html import escape
 from pathlib import Path
 
 from leaderboard.analysis import Report
-from leaderboard.stats import MIN_SEEDS
+from leaderboard.render import numeric_columns
 from leaderboard.tables import (
     METRIC_LABELS,
-    Cell,
     Table,
-    comparisons_table,
+    TableCell,
+    coverage_lines,
     direction,
     failed_table,
     kendall_table,
-    leaderboard_table,
+    methods_table,
     missing_table,
-    negative_transfer_table,
-    numeric_columns,
     omnibus_sentence,
     provenance_lines,
-    seed_warning,
-    seeds_label,
+    setting_tables,
     transferability_table,
 )
 
@@ -54,7 +51,7 @@ def data_uri(png: Path) -> str:
     return "data:image/png;base64," + base64.b64encode(png.read_bytes()).decode("ascii")
 
 
-def _cell(cell: Cell, numeric: bool, tag: str = "td") -> str:
+def _cell(cell: TableCell, numeric: bool, tag: str = "td") -> str:
     text = escape(cell.text).replace("\n", "<br>") + ("†" if cell.dagger else "")
     if cell.bold and text:
         text = f"<b>{text}</b>"
@@ -66,7 +63,7 @@ def html_table(table: Table, table_id: str) -> str:
     parts = [f'<h2 id="{table_id}-title">{escape(table.title)}</h2>']
     if table.rows:
         numeric = numeric_columns(table)
-        head = "".join(_cell(Cell(h), n, "th") for h, n in zip(table.headers, numeric))
+        head = "".join(_cell(TableCell(h), n, "th") for h, n in zip(table.headers, numeric))
         body = "".join("<tr>" + "".join(_cell(c, n) for c, n in zip(row, numeric)) + "</tr>" for row in table.rows)
         parts.append(f'<table id="{table_id}"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>')
     else:
@@ -86,12 +83,10 @@ def _warnings(report: Report) -> list[str]:
     warnings = []
     if len(p["code_versions"]) > 1:
         warnings.append(f"These tables mix code versions: {', '.join(p['code_versions'])}.")
-    if report.n_seeds < MIN_SEEDS:
-        warnings.append(seed_warning(report.n_seeds))
     if p["n_failed_cells"] or len(p["missing"]):
         warnings.append(
             f"{p['n_failed_cells']} failed and {len(p['missing'])} missing cell(s): see Provenance; "
-            "the tables use only blocks that every method has."
+            "each comparison uses only the units and seeds both of its methods have."
         )
     return warnings
 
@@ -101,43 +96,37 @@ def page(report: Report, figures: dict[str, Path]) -> str:
     opts = report.options
     label = METRIC_LABELS[opts.metric]
     summary = (
-        f"{label} ({direction(report)}) · N = {report.n_blocks} blocks · "
-        f"{seeds_label(report)} seeds · {len(report.variants)} method(s) · control: {opts.control} · "
+        f"{label} ({direction(report)}) · {len(report.settings)} setting(s) · control: {opts.control} · "
         f"scratch: {opts.scratch} · α = {opts.alpha:g}"
     )
     body = [f"<h1>ntbench leaderboard — {escape(label)}</h1>", f'<p class="summary">{escape(summary)}</p>']
+    body.append('<ul class="prov" id="coverage">' + "".join(f"<li>{escape(x)}</li>" for x in coverage_lines(report)))
+    body.append("</ul>")
     body += [f'<div class="warn">{escape(w)}</div>' for w in _warnings(report)]
-    body.append(html_table(leaderboard_table(report), "leaderboard"))
-    body.append('<h2 id="omnibus-title">Omnibus test and critical difference</h2>')
-    body.append(f'<p id="omnibus">{escape(omnibus_sentence(report))}</p>')
-    body.append(
-        _figure(
-            figures.get("cd_diagram"),
-            "critical-difference diagram",
-            "Critical-difference diagram (Demsar 2006): mean Friedman rank per method; methods joined by a "
-            "bar do not differ significantly by the Nemenyi test.",
-        )
-    )
-    if not report.comparisons.empty:
-        body.append(html_table(comparisons_table(report), "comparisons"))
-        body.append(
-            _figure(
-                figures.get("gains"),
-                "per-block differences to the control",
-                f"Per-block differences of each method to {opts.control} (seeds averaged); "
-                "the dashed line is no difference.",
+    body.append(html_table(methods_table(report), "methods"))
+    for i, sr in enumerate(report.settings, start=1):
+        body.append(f'<h2 id="setting-{i}" class="setting">Setting {i}: {escape(sr.setting)}</h2>')
+        tables = setting_tables(report, sr)
+        body.append(html_table(tables[0][1], f"leaderboard-{i}"))
+        body.append(f'<p class="note" id="omnibus-{i}">Omnibus: {escape(omnibus_sentence(sr))}</p>')
+        if f"cd_diagram_{i}" in figures:
+            body.append(
+                _figure(
+                    figures[f"cd_diagram_{i}"],
+                    "critical-difference diagram",
+                    "Critical-difference diagram (Demsar 2006): mean Friedman rank per method over the test "
+                    "subjects; methods joined by a bar do not differ significantly by the Nemenyi test.",
+                )
             )
-        )
-    if not report.negative_transfer.empty:
-        body.append(html_table(negative_transfer_table(report), "negative-transfer"))
-    if not report.learning_curve.empty:
-        body.append('<h2 id="learning-curve-title">Learning curve</h2>')
+        body += [html_table(table, f"{kind}-{i}") for kind, table in tables[1:]]
+    for j, (group, _) in enumerate(report.learning_curves, start=1):
+        body.append(f'<h2 id="learning-curve-{j}-title">Learning curve: {escape(group)}</h2>')
         body.append(
             _figure(
-                figures.get("learning_curve"),
+                figures.get(f"learning_curve_{j}"),
                 "learning curve",
-                f"Mean {label} per few-shot K on the blocks all methods share at that K; bars: "
-                f"{round(100 * (1 - opts.alpha))}% hierarchical-bootstrap CI.",
+                f"Mean {label} per few-shot K in one dataset and budget ({escape(group)}); bars: "
+                f"{round(100 * (1 - opts.alpha))}% crossed-model CI over seeds and test subjects.",
             )
         )
     if not report.transferability.empty:

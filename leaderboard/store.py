@@ -8,52 +8,33 @@ from pathlib import Path
 import pandas as pd
 import pyarrow as pa
 
+from benchmarks.core.schema import NOT_SCORES, REQUIRED_SCHEMA, RUN_DEFAULTS, SCHEMA, SETTING_SCHEMA
 from leaderboard.errors import LeaderboardError
 
-# The store's columns and their types, in the order benchmarks.store writes them (its writer uses this too).
-SCHEMA: dict[str, type] = {
-    "cell_key": str,
-    "suite": str,
-    "dataset": str,
-    "transfer": str,
-    "source_task": str,
-    "target_task": str,
-    "transfer_type": str,
-    "method": str,
-    "method_params": str,
-    "backbone": str,
-    "seed": int,
-    "few_shot": int,
-    "target_steps": int,
-    "subject_id": str,
-    "region": str,
-    "dice": float,
-    "hd95": float,
-    "status": str,
-    "error": str,
-    "leep": float,
-    "nce": float,
-    "code_version": str,
-    "torch_version": str,
-    "device": str,
-    "wall_s": float,
-    "created_at": str,
-}
-STRING_COLUMNS = tuple(column for column, kind in SCHEMA.items() if kind is str)
-INT_COLUMNS = tuple(column for column, kind in SCHEMA.items() if kind is int)
-FLOAT_COLUMNS = tuple(column for column, kind in SCHEMA.items() if kind is float)
-REQUIRED_COLUMNS = tuple(SCHEMA)
+STRING_COLUMNS = tuple(column for column, kind in REQUIRED_SCHEMA.items() if kind is str)
+INT_COLUMNS = tuple(column for column, kind in REQUIRED_SCHEMA.items() if kind is int)
+FLOAT_COLUMNS = tuple(column for column, kind in REQUIRED_SCHEMA.items() if kind is float)
+REQUIRED_COLUMNS = tuple(REQUIRED_SCHEMA)
+NULLABLE_DTYPES = {str: "string", int: "Int64", float: "Float64", bool: "boolean"}
 # Columns that identify one cell's configuration, apart from the method variant.
 CELL_CONFIG = ("dataset", "transfer", "target_task", "backbone", "few_shot", "target_steps", "seed")
 
 
-def load_store(results: Path) -> pd.DataFrame:
-    """All rows of the store, the latest run of each cell only, with a ``variant`` name column."""
+def load_store(results: Path | str) -> pd.DataFrame:
+    """All rows of the store, the latest run of each cell only, with a ``variant`` name column.
+
+    Columns beyond the schema that a method returned are kept (``score_columns``); ``split``,
+    ``trial`` and ``tuned_trials`` get their defaults where absent; ``df.attrs["notes"]`` says when
+    cells predate the setting columns. Only reads: nothing under ``results`` is modified.
+    """
+    results = Path(results)
     if not results.is_dir():
         raise LeaderboardError(f"--results {results}: no such directory")
     files = sorted(results.rglob("*.parquet"))
     if not files:
-        raise LeaderboardError(f"--results {results}: no *.parquet files in this folder")
+        raise LeaderboardError(
+            f"--results {results}: no *.parquet files in this folder: run `python -m benchmarks.run` first"
+        )
     frames = [_read_cell_file(path) for path in files]
     df = pd.concat(frames, ignore_index=True)
     if df.empty:
@@ -64,9 +45,32 @@ def load_store(results: Path) -> pd.DataFrame:
         df[column] = df[column].astype("int64")
     for column in FLOAT_COLUMNS:
         df[column] = pd.to_numeric(df[column], errors="coerce").astype("float64")
+    for column, kind in SETTING_SCHEMA.items():
+        df[column] = df[column].astype(NULLABLE_DTYPES[kind])
+    for column, default in RUN_DEFAULTS.items():
+        df[column] = df[column].fillna(default).astype(type(default))
     df = latest_runs(df)
     df["variant"] = variant_names(df)
+    lacking = [c for c in SETTING_SCHEMA if c != "threads" and df[c].isna().any()]  # threads: provenance only
+    df.attrs["notes"] = (
+        [
+            f"some cells predate the setting columns ({', '.join(lacking)}): they join the one setting they "
+            "match on every recorded column, else their unknown values form one setting"
+        ]
+        if lacking
+        else []
+    )
     return df
+
+
+def score_columns(df: pd.DataFrame) -> list[str]:
+    """Numeric per-cell columns a method returned (``leep``, ``nce`` or any other): transferability scores."""
+    known = set(SCHEMA)
+    return [
+        c
+        for c in df.columns
+        if c not in known and c not in NOT_SCORES and c != "variant" and pd.api.types.is_numeric_dtype(df[c])
+    ]
 
 
 def _read_cell_file(path: Path) -> pd.DataFrame:
@@ -77,7 +81,18 @@ def _read_cell_file(path: Path) -> pd.DataFrame:
     missing = [column for column in REQUIRED_COLUMNS if column not in frame.columns]
     if missing:
         raise LeaderboardError(f"--results {path}: missing column(s) {', '.join(missing)}")
-    return frame[list(REQUIRED_COLUMNS)]
+    for column in [*SETTING_SCHEMA, *RUN_DEFAULTS]:
+        if column not in frame.columns:
+            frame[column] = None  # written before this column existed: unknown (or its default)
+    for metric, low, high in (("dice", 0.0, 1.0), ("hd95", 0.0, float("inf"))):
+        values = pd.to_numeric(frame[metric], errors="coerce")
+        bad = values[(values < low) | (values > high)]
+        if not bad.empty:
+            raise LeaderboardError(
+                f"--results {path}: {metric} {bad.iloc[0]:g} outside [{low:g}, {high:g}]: mixed units "
+                "(Dice must be a fraction, not a percentage; HD95 in mm)"
+            )
+    return frame[list(SCHEMA) + [c for c in frame.columns if c not in SCHEMA]]
 
 
 def latest_runs(df: pd.DataFrame) -> pd.DataFrame:
@@ -127,28 +142,39 @@ def failed_cells(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def missing_cells(df: pd.DataFrame, scratch: str | None) -> pd.DataFrame:
-    """Cells that other variants have but a variant lacks (neither ok nor failed).
+    """Cells that a suite's other variants have but one of its variants lacks (neither ok nor failed).
 
-    A transfer variant is expected on every (transfer, backbone, few_shot, budget, seed) seen in the
-    store; the scratch variant on every (target task, backbone, few_shot, budget, seed).
+    Per suite: a transfer variant of that suite is expected on every (transfer, backbone, few_shot,
+    budget, seed) the suite ran; its scratch on every (target task, backbone, few_shot, budget, seed).
+    A cell counts as present when any suite ran it (the runner reuses cells across suites).
     """
+    frames = [_missing(part, df, scratch) for _, part in df.groupby("suite", sort=True)]
+    frames = [f for f in frames if not f.empty]
     config = list(CELL_CONFIG)
-    is_scratch = df["variant"] == scratch
+    if not frames:
+        return pd.DataFrame(columns=["variant", *config])
+    missing = pd.concat(frames, ignore_index=True).drop_duplicates()
+    return missing.sort_values(["variant", *config]).reset_index(drop=True)
+
+
+def _missing(suite: pd.DataFrame, everything: pd.DataFrame, scratch: str | None) -> pd.DataFrame:
+    config = list(CELL_CONFIG)
+    is_scratch = suite["variant"] == scratch
     frames = []
-    transfer_rows = df[~is_scratch]
+    transfer_rows = suite[~is_scratch]
     if not transfer_rows.empty:
         expected = transfer_rows[config].drop_duplicates()
         variants = pd.DataFrame({"variant": sorted(transfer_rows["variant"].unique())})
-        frames.append(_absent(expected.merge(variants, how="cross"), transfer_rows, config))
+        present = everything[everything["variant"] != scratch]
+        frames.append(_absent(expected.merge(variants, how="cross"), present, config))
     if is_scratch.any():
         by_target = [c for c in config if c != "transfer"]
-        expected = df[by_target].drop_duplicates().assign(variant=scratch)
-        absent = _absent(expected, df[is_scratch], by_target)
+        expected = suite[by_target].drop_duplicates().assign(variant=scratch)
+        absent = _absent(expected, everything[everything["variant"] == scratch], by_target)
         frames.append(absent.assign(transfer="scratch->" + absent["target_task"]))
     if not frames:
-        return pd.DataFrame(columns=["variant", *config])
-    missing = pd.concat(frames, ignore_index=True)[["variant", *config]]
-    return missing.sort_values(["variant", *config]).reset_index(drop=True)
+        return pd.DataFrame()
+    return pd.concat(frames, ignore_index=True)[["variant", *config]]
 
 
 def _absent(expected: pd.DataFrame, present: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
@@ -168,6 +194,8 @@ def provenance(df: pd.DataFrame, scratch: str | None) -> dict:
         "code_versions": cells["code_version"].value_counts().sort_index().to_dict(),
         "torch_versions": cells["torch_version"].value_counts().sort_index().to_dict(),
         "devices": cells["device"].value_counts().sort_index().to_dict(),
+        "suites": cells["suite"].value_counts().sort_index().to_dict(),
+        "threads": cells["threads"].astype("string").fillna("?").value_counts().sort_index().to_dict(),
         "created_first": str(cells["created_at"].min()),
         "created_last": str(cells["created_at"].max()),
         "failed": failed,

@@ -1,21 +1,20 @@
-"""The leaderboard's tables as plain cells, and their Markdown and LaTeX (booktabs) renderings."""
+"""The leaderboard's tables as plain data (title, headers, cells, notes); ``leaderboard.render`` prints them."""
 
 from __future__ import annotations
 
 import math
-import re
 from dataclasses import dataclass, field
 
 import pandas as pd
 
-from leaderboard.analysis import Report
-from leaderboard.stats import MIN_SEEDS
+from leaderboard.analysis import Report, SettingReport
+from leaderboard.stats import MIN_KENDALL_N, MIN_SEEDS
 
 METRIC_LABELS = {"dice": "Dice", "hd95": "HD95 (mm)"}
 
 
 @dataclass(frozen=True)
-class Cell:
+class TableCell:
     """One table cell: text (may contain a newline), optionally bold and/or with a dagger."""
 
     text: str
@@ -29,7 +28,7 @@ class Table:
 
     title: str
     headers: list[str]
-    rows: list[list[Cell]]
+    rows: list[list[TableCell]]
     notes: list[str] = field(default_factory=list)
 
 
@@ -41,18 +40,16 @@ def _signed(x: float, metric: str) -> str:
     return "–" if pd.isna(x) else f"{x:+.3f}" if metric == "dice" else f"{x:+.2f}"
 
 
-def _p(p: float, note: str) -> str:
-    if pd.isna(p):
-        return "n too small" if "n too small:" in note else "–"
-    return "<0.001" if p < 0.001 else f"{p:.3f}"
-
-
-def _shots(few_shot: int) -> str:
-    return str(few_shot) if few_shot else "all"
+def _p(p: float) -> str:
+    return "–" if pd.isna(p) else "<0.001" if p < 0.001 else f"{p:.3f}"
 
 
 def _arrow(transfer: str) -> str:
     return transfer.replace("->", " → ")
+
+
+def _shots(few_shot: int) -> str:
+    return str(few_shot) if few_shot else "all"
 
 
 def direction(report: Report) -> str:
@@ -65,16 +62,8 @@ def _label(report: Report, variant: str) -> str:
     return f"{variant} ({role})" if role else variant
 
 
-def _significant(report: Report) -> set[tuple[str, str]]:
-    c = report.comparisons
-    hits = c[(c["p_holm"] < report.options.alpha) & c["seeds_ok"].astype(bool)]
-    return set(zip(hits["method"], hits["scope"]))
-
-
-def seeds_label(report: Report) -> str:
-    """Seeds behind the blocks: ``5``, or ``4–5`` when a failed or missing cell cost a target task seeds."""
-    low, high = report.n_seeds, report.max_seeds
-    return f"{low}" if low == high else f"{low}–{high}"
+def _of(frame: pd.DataFrame, setting: str) -> pd.DataFrame:
+    return frame[frame["setting"] == setting] if not frame.empty else frame
 
 
 def seed_warning(n_seeds: int) -> str:
@@ -86,176 +75,182 @@ def seed_warning(n_seeds: int) -> str:
     )
 
 
-def leaderboard_table(report: Report) -> Table:
-    """One row per method, one column per target task (and all), mean ± std, best bold, † vs control."""
-    opts, lb = report.options, report.leaderboard
-    scopes = list(report.tasks) + (["all"] if len(report.tasks) > 1 else [])
-    stats_by_scope = {task: lb[lb["target_task"] == task].set_index("method") for task in report.tasks}
-    stats_by_scope["all"] = report.overall
+def coverage_lines(report: Report) -> list[str]:
+    """Which data, suites, few-shot sizes and budgets the page covers, and what it left out."""
+    c = report.coverage
+    lines = [
+        f"Covers datasets {', '.join(c['datasets'])}; suites {', '.join(c['suites'])}; few-shot K "
+        f"{', '.join(_shots(k) for k in c['few_shot'])}; target budgets {', '.join(map(str, c['target_steps']))} "
+        f"steps: {c['n_settings']} setting(s), each its own table, never pooled."
+    ]
+    if c["smoke_cells"]:
+        lines.append(
+            f"{c['smoke_cells']} smoke-run cell(s) (made with the runner's --steps) are left out of every table "
+            "and verdict; --include-smoke shows them as their own settings."
+        )
+    if c["non_test_rows"]:
+        lines.append(f"{c['non_test_rows']} validation or tuning-trial row(s) are left out: tables use the test split.")
+    if report.without_results:
+        lines.append(
+            f"Not in the tables, no successful result here: {', '.join(report.without_results)} "
+            "(see the failed and missing cells)."
+        )
+    lines += [n[0].upper() + n[1:] + "." for n in report.notes]
+    return lines
+
+
+def methods_table(report: Report) -> Table:
+    """Each method and whether its settings were tuned."""
+    rows = [[TableCell(_label(report, v)), TableCell(report.tuning[v])] for v in sorted(report.tuning)]
+    return Table(
+        "Methods",
+        ["Method", "Settings"],
+        rows,
+        [
+            "default: the method's default parameters; tuned, N trials: chosen by N tuning trials "
+            "on the validation split."
+        ],
+    )
+
+
+def setting_table(report: Report, sr: SettingReport) -> Table:
+    """One row per method, one column per target task (and all): mean ± std over units, best bold, † vs control."""
+    opts, summary = report.options, sr.summary
+    tasks = list(sr.tasks)
+    scopes = (tasks + ["all"]) if len(tasks) > 1 else ["all"]
+    by_scope = {s: summary[summary["scope"] == s].set_index("method") for s in scopes}
     pick = max if opts.higher_is_better else min
-    best = {s: _value(pick(stats_by_scope[s]["mean"]), opts.metric) for s in scopes}
-    best_rank = f"{report.overall['mean_rank'].min():.2f}"
-    significant = _significant(report)
+    best = {s: _value(pick(by_scope[s]["mean"]), opts.metric) for s in scopes if not by_scope[s].empty}
+    c = _of(report.comparisons, sr.setting)
+    marked = set(zip(c.loc[c["verdict"] != "inconclusive", "method"], c.loc[c["verdict"] != "inconclusive", "scope"]))
     headers = ["Method"]
     for scope in scopes:
-        n = int(stats_by_scope[scope]["n_blocks"].iloc[0])
-        headers.append(f"All\nn={n}" if scope == "all" else f"{scope}\n{report.tasks[scope]}, n={n}")
+        part = by_scope[scope]
+        n = f"n={int(part['n_units'].iloc[0])}, {int(part['n_seeds'].min())} seeds" if not part.empty else "n=0"
+        name = tasks[0] if len(tasks) == 1 else scope
+        types = "all target tasks" if scope == "all" and len(tasks) > 1 else sr.tasks[name]
+        headers.append(f"{'All' if name == 'all' else name}\n{types}, {n}")
     headers.append("Mean rank")
+    ranks = sr.omnibus["mean_ranks"]
+    best_rank = f"{min(ranks.values()):.2f}" if ranks else ""
     rows = []
-    for variant in report.variants:
-        row = [Cell(_label(report, variant))]
+    for variant in sr.variants:
+        row = [TableCell(_label(report, variant))]
         for scope in scopes:
-            s = stats_by_scope[scope].loc[variant]
+            if variant not in by_scope[scope].index:
+                row.append(TableCell("–"))
+                continue
+            s = by_scope[scope].loc[variant]
             mean = _value(s["mean"], opts.metric)
             text = f"{mean} ± {_value(s['std'], opts.metric)}"
-            row.append(Cell(text, bold=mean == best[scope], dagger=(variant, scope) in significant))
-        rank = f"{report.overall.loc[variant, 'mean_rank']:.2f}"
-        rows.append([*row, Cell(rank, bold=rank == best_rank)])
-    return Table(f"Leaderboard: {METRIC_LABELS[opts.metric]} ({direction(report)})", headers, rows, _notes(report))
-
-
-def _notes(report: Report) -> list[str]:
-    opts = report.options
+            row.append(TableCell(text, bold=mean == best.get(scope), dagger=(variant, scope) in marked))
+        rank = f"{ranks[variant]:.2f}" if variant in ranks else "–"
+        rows.append([*row, TableCell(rank, bold=rank == best_rank)])
     notes = [
-        f"Mean ± std over N = {report.n_blocks} blocks; a block is one (transfer, test subject, region) "
-        f"with its seeds averaged ({seeds_label(report)} seeds); every method is compared on the same "
-        "blocks. Bold: best per column. Mean rank: Friedman ranks, 1 = best."
+        "Mean ± std over units: a unit is one test subject, its regions and transfers averaged within each seed, "
+        "then its seeds averaged; methods are compared on the units and seeds they all have. Bold: best per "
+        "column. Mean rank: Friedman ranks over the units of all target tasks, 1 = best. Suites: "
+        f"{', '.join(sr.suites)}."
     ]
-    if opts.control in report.variants and len(report.variants) > 1:
+    if opts.control in sr.variants and len(sr.variants) > 1:
         notes.append(
-            f"†: differs from {opts.control} (two-sided Wilcoxon signed-rank test on blocks, Holm-corrected "
-            f"per scope, α = {opts.alpha:g}, at least {MIN_SEEDS} seeds)."
+            f"†: differs from {opts.control} (crossed seed × subject model, Holm over every row of the "
+            f"comparisons, α = {opts.alpha:g}, at least {MIN_SEEDS} seeds)."
         )
-    elif len(report.variants) == 1:
-        notes.append("Only one method: nothing to compare.")
-    else:
-        notes.append(f"No comparison: control '{opts.control}' is not among the methods compared here.")
-    if report.n_seeds < MIN_SEEDS:
-        notes.append(seed_warning(report.n_seeds))
-    if report.comparisons["note"].str.contains("n too small").any():
-        notes.append(
-            f"n too small: the two-sided exact Wilcoxon test cannot reach α = {opts.alpha:g} on n ≤ "
-            f"{_max_unreachable_n(opts.alpha)} non-zero blocks (its smallest p is 2/2^n), nor after Holm "
-            "when m · 2/2^n > α; such rows say so instead of showing a p-value they cannot have."
-        )
-    dropped = {v: n for v, n in report.dropped_units.items() if n}
-    if dropped:
-        listed = ", ".join(f"{v} {n}" for v, n in dropped.items())
-        notes.append(
-            "Left out so that all methods share the same blocks (units = one seed of one block, which "
-            f"another method lacks through a failed or missing cell): {listed}."
-        )
-    if report.without_results:
-        notes.append(
-            f"Not in the table, no successful result here: {', '.join(report.without_results)} "
-            "(see failed and missing cells)."
-        )
-    if len(report.settings) > 1:
-        pooled = "; ".join(
-            f"{r.dataset}/{r.backbone}/K={_shots(r.few_shot)}/{r.target_steps} steps"
-            for r in report.settings.itertuples()
-        )
-        notes.append(f"Blocks pool these settings (dataset/backbone/few-shot/budget): {pooled}.")
-    versions = report.provenance["code_versions"]
-    if len(versions) > 1:
-        notes.append(f"Warning: this table mixes code versions ({', '.join(versions)}).")
-    return notes
+    n_seeds = int(summary["n_seeds"].min()) if not summary.empty else 0
+    if n_seeds < MIN_SEEDS:
+        notes.append(seed_warning(n_seeds))
+    notes += sr.notes
+    return Table(f"{sr.setting}: {METRIC_LABELS[opts.metric]} ({direction(report)})", headers, rows, notes)
 
 
-def _max_unreachable_n(alpha: float) -> int:
-    return max(n for n in range(64) if 2.0 / 2.0**n > alpha)
-
-
-def comparisons_table(report: Report) -> Table:
-    """Each method minus the control: N, seeds, mean difference with CI, W, p, Holm p, effect size."""
-    opts = report.options
-    c = report.comparisons
-    rows = [
+def _comparison_rows(frame: pd.DataFrame, metric: str) -> list[list[TableCell]]:
+    return [
         [
-            Cell(r.method),
-            Cell(r.scope),
-            Cell(str(r.n_blocks)),
-            Cell(str(r.n_seeds)),
-            Cell(
-                f"{_signed(r.mean_diff, opts.metric)} [{_signed(r.ci_low, opts.metric)}, "
-                f"{_signed(r.ci_high, opts.metric)}]"
-            ),
-            Cell(f"{r.statistic:g}"),
-            Cell(_p(r.p_value, r.note)),
-            Cell(_p(r.p_holm, r.note), bold=bool(r.seeds_ok) and r.p_holm < opts.alpha),
-            Cell(f"{r.effect_size:+.2f}"),
-            Cell(r.note),
+            TableCell(r.method),
+            TableCell(r.scope),
+            TableCell(r.transfer_type or "–"),
+            TableCell(str(r.n_units)),
+            TableCell(str(r.n_seeds)),
+            TableCell(f"{_signed(r.mean_diff, metric)} [{_signed(r.ci_low, metric)}, {_signed(r.ci_high, metric)}]"),
+            TableCell("–" if pd.isna(r.df) else f"{r.df:.1f}"),
+            TableCell(_p(r.p_value)),
+            TableCell(_p(r.p_holm), bold=r.verdict != "inconclusive"),
+            TableCell(r.verdict, bold=r.verdict != "inconclusive"),
+            TableCell(r.note),
         ]
-        for r in c.itertuples()
+        for r in frame.itertuples()
     ]
-    level = round(100 * (1 - opts.alpha))
-    headers = ["Method", "Scope", "N", "Seeds", f"Δ mean [{level}% CI]", "W", "p", "p (Holm)", "r_rb", "Note"]
-    notes = [
-        f"Δ = method − {opts.control} per block ({direction(report)}). CI: hierarchical bootstrap "
-        f"(seeds, then test subjects within each seed; {opts.n_boot} resamples, seed {opts.bootstrap_seed}). "
-        "p: two-sided Wilcoxon signed-rank test on the N blocks; Holm over the rows of each scope type "
-        "(all / per target task). r_rb: matched-pairs rank-biserial correlation (Kerby 2014)."
-    ]
-    if report.n_seeds < MIN_SEEDS:
-        notes.append(seed_warning(report.n_seeds))
-    return Table(f"Comparisons with {opts.control}", headers, rows, notes)
 
 
-def negative_transfer_table(report: Report) -> Table:
-    """Each transfer method minus scratch per target task, with the verdict."""
-    opts = report.options
-    rows = [
-        [
-            Cell(r.method),
-            Cell(r.target_task),
-            Cell(r.transfer_type),
-            Cell(str(r.n_blocks)),
-            Cell(str(r.n_seeds)),
-            Cell(
-                f"{_signed(r.mean_diff, opts.metric)} [{_signed(r.ci_low, opts.metric)}, "
-                f"{_signed(r.ci_high, opts.metric)}]"
-            ),
-            Cell(_p(r.p_value, r.note)),
-            Cell(f"{r.effect_size:+.2f}"),
-            Cell(r.verdict, bold=r.verdict != "inconclusive"),
-        ]
-        for r in report.negative_transfer.itertuples()
-    ]
-    level = round(100 * (1 - opts.alpha))
-    headers = [
+def _comparison_headers(report: Report) -> list[str]:
+    level = round(100 * (1 - report.options.alpha))
+    return [
         "Method",
-        "Target task",
+        "Scope",
         "Transfer type",
-        "N",
+        "Units",
         "Seeds",
-        f"Δ vs scratch [{level}% CI]",
+        f"Δ mean [{level}% CI]",
+        "df",
         "p",
-        "r_rb",
+        "p (Holm)",
         "Verdict",
+        "Note",
     ]
+
+
+MODEL_NOTE = (
+    "Units: test subjects (each counted once per scope); Δ is averaged within each (subject, seed) over the "
+    "scope's regions, transfers and target tasks. CI and p: crossed random-effects model of the paired "
+    "differences (seed and subject random), method-of-moments variance with a Satterthwaite t (Clark 1973; "
+    "Satterthwaite 1946), so they cover new seeds and new test subjects; calibration in docs/statistics.md. "
+    "Holm over every row of this table (all settings and scopes); the CI is unadjusted."
+)
+
+
+def comparisons_table(report: Report, sr: SettingReport) -> Table:
+    """Each method minus the control in one setting."""
+    opts = report.options
+    notes = [f"Δ = method − {opts.control} ({direction(report)}). " + MODEL_NOTE]
+    return Table(
+        f"{sr.setting}: comparisons with {opts.control}",
+        _comparison_headers(report),
+        _comparison_rows(_of(report.comparisons, sr.setting), opts.metric),
+        notes,
+    )
+
+
+def negative_transfer_table(report: Report, sr: SettingReport) -> Table:
+    """Each transfer method minus scratch per target task in one setting, with the verdict."""
+    opts = report.options
     worse = "below" if opts.higher_is_better else "above"
     notes = [
-        f"Δ = method − {opts.scratch} on the same target task, backbone, few-shot, budget, seeds and test "
-        f"subjects. Verdict negative: the hierarchical-bootstrap {level}% CI of Δ lies {worse} 0 with at "
-        f"least {MIN_SEEDS} seeds; positive: symmetrically; otherwise inconclusive. "
-        "Unadjusted p for reference only."
+        f"Δ = method − {opts.scratch} on the same target task, seeds and test subjects; scratch is paired with "
+        f"every transfer into its target task. Verdict negative: Holm p < α with Δ {worse} 0 and at least "
+        f"{MIN_SEEDS} seeds; positive symmetrically; otherwise inconclusive (which does not mean no effect). "
+        + MODEL_NOTE
     ]
-    if report.negative_transfer["n_seeds"].min() < MIN_SEEDS:
-        notes.append(seed_warning(int(report.negative_transfer["n_seeds"].min())))
-    return Table(f"Negative transfer: transfer methods vs {opts.scratch}", headers, rows, notes)
+    return Table(
+        f"{sr.setting}: negative transfer (vs {opts.scratch})",
+        _comparison_headers(report),
+        _comparison_rows(_of(report.negative_transfer, sr.setting), opts.metric),
+        notes,
+    )
 
 
-def omnibus_sentence(report: Report) -> str:
+def omnibus_sentence(sr: SettingReport) -> str:
     """Friedman, Iman-Davenport and Nemenyi CD in one sentence (or why they are absent)."""
-    o = report.omnibus
+    o = sr.omnibus
     parts = []
     if o["friedman_chi2"] is not None:
         df1, df2 = o["iman_davenport_df"]
         parts.append(
             f"Friedman χ²({o['k'] - 1}) = {o['friedman_chi2']:.2f}, p = {o['friedman_p']:.2g}; "
-            f"Iman–Davenport F({df1}, {df2}) = {o['iman_davenport_F']:.2f}, p = {o['iman_davenport_p']:.2g}"
+            f"Iman–Davenport F({df1}, {df2}) = {o['iman_davenport_F']:.2f}, p = {o['iman_davenport_p']:.2g} "
+            f"over N = {o['N']} independent units (test subjects)"
         )
-    if o["nemenyi_cd"] is not None:
+    if o["draw_cd"]:
         parts.append(
             f"Nemenyi CD = {o['nemenyi_cd']:.2f} mean ranks at α = {o['alpha']:g} "
             f"(q = {o['nemenyi_q_alpha']:.3f}, k = {o['k']}, N = {o['N']})"
@@ -265,101 +260,113 @@ def omnibus_sentence(report: Report) -> str:
     return "; ".join(parts) + "."
 
 
-def transferability_table(report: Report) -> Table:
-    """Per transfer: LEEP, NCE and the observed gain of the control over scratch."""
-    opts = report.options
+def power_table(report: Report, sr: SettingReport) -> Table:
+    """Seeds needed for 80% power against the control, from this store as a pilot."""
+    p = _of(report.power, sr.setting)
+    subject_columns = [c for c in p.columns if c.startswith("seeds@") and p[c].notna().any()] if not p.empty else []
     rows = [
         [
-            Cell(_arrow(r.transfer)),
-            Cell(r.transfer_type),
-            Cell(f"K={_shots(r.few_shot)}, {r.target_steps} steps"),
-            Cell(str(r.n_blocks)),
-            Cell(str(r.n_seeds)),
-            Cell("–" if pd.isna(r.leep) else f"{r.leep:.3f}"),
-            Cell("–" if pd.isna(r.nce) else f"{r.nce:.3f}"),
-            Cell(_signed(r.gain, opts.metric)),
-            Cell(r.verdict, bold=r.verdict != "inconclusive"),
+            TableCell(r["method"]),
+            TableCell(f"{r['pilot_seeds']} × {r['pilot_units']}"),
+            TableCell(f"{r['sd_seed']:.4f}"),
+            TableCell(f"{r['sd_subject']:.4f}"),
+            TableCell(f"{r['sd_resid']:.4f}"),
+            TableCell(f"{r['power_now']:.2f}"),
+            *[TableCell("–" if pd.isna(r[c]) else str(int(r[c]))) for c in subject_columns],
         ]
-        for r in report.transferability.itertuples()
+        for r in p.to_dict("records")
     ]
-    headers = [
-        "Transfer",
-        "Type",
-        "Setting",
-        "N",
-        "Seeds",
-        "LEEP",
-        "NCE",
-        f"Gain of {opts.control}",
-        "Verdict",
-    ]
+    headers = ["Method", "Pilot seeds × units", "SD seed", "SD subject", "SD residual", "Power now"]
+    headers += [f"Seeds for 80%\n{c.split('@')[1]} subjects" for c in subject_columns]
     notes = [
-        f"Gain: improvement of {opts.control} over {opts.scratch} ({METRIC_LABELS[opts.metric]}, positive = "
-        "better), averaged over seeds and blocks; scores are averaged over the seeds' source models."
+        f"Power to detect a true mean difference of {report.options.power_delta:g} to {report.options.control} "
+        "with this page's test, from variance components estimated on this store as a pilot (crossed model, "
+        "negative components set to 0), at the unadjusted α (Holm over many rows needs more); – = more than "
+        "50 seeds. Other differences: python -m leaderboard.power "
+        "--results R --control C --delta D."
     ]
+    return Table(f"{sr.setting}: power", headers, rows, notes)
+
+
+def transferability_table(report: Report) -> Table:
+    """Per (setting, transfer): every score column and the observed gain of the control over scratch."""
+    opts, t = report.options, report.transferability
+    scores = [c for c in t.columns if c not in ("setting", "transfer", "transfer_type", "n_units", "n_seeds", "gain")]
+    rows = [
+        [
+            TableCell(r["setting"]),
+            TableCell(_arrow(r["transfer"])),
+            TableCell(r["transfer_type"]),
+            TableCell(str(r["n_units"])),
+            TableCell(str(r["n_seeds"])),
+            *[TableCell("–" if pd.isna(r[s]) else f"{r[s]:+.3f}") for s in scores],
+            TableCell(_signed(r["gain"], opts.metric)),
+        ]
+        for r in t.to_dict("records")
+    ]
+    headers = ["Setting", "Transfer", "Type", "Units", "Seeds", *[s.upper().replace("_", " ") for s in scores]]
+    headers.append(f"Gain of {opts.control}")
+    notes = [
+        f"Gain: {opts.control} − {opts.scratch} ({METRIC_LABELS[opts.metric]}, positive = better), averaged over "
+        "units and seeds; scores are averaged over the seeds' source models. Every numeric column a method "
+        "returns per cell is treated as a score."
+    ]
+    if "leep_minus_nce" in t.columns:
+        notes.append(
+            "LEEP and NCE coincide exactly when the source model's predictions are one-hot: LEEP averages "
+            "log Σ_z P(y|z) θ(z|x) over soft source outputs θ, NCE uses the hard argmax z (Nguyen et al. 2020, "
+            "Sec. 3; Tran et al. 2019). Confident segmentation models (almost every voxel predicted with "
+            "probability near 0 or 1) make them nearly equal; LEEP − NCE shows the difference."
+        )
     return Table("Transferability scores", headers, rows, notes)
 
 
 def kendall_table(report: Report) -> Table:
-    """Kendall tau between each score and the observed gain, per transfer and per transfer × seed."""
+    """Kendall tau between each score and the observed gain, per setting (suppressed below a minimum n)."""
     rows = [
         [
-            Cell(r.level),
-            Cell(r.score.upper()),
-            Cell(str(r.n)),
-            Cell("–" if math.isnan(r.tau) else f"{r.tau:+.2f}"),
-            Cell(_p(r.p_value, r.note)),
+            TableCell(r.setting),
+            TableCell(r.score.upper()),
+            TableCell(str(r.n)),
+            TableCell("–" if math.isnan(r.tau) else f"{r.tau:+.2f}"),
+            TableCell(_p(r.p_value)),
+            TableCell(r.note),
         ]
-        for r in report.transferability_tau.itertuples()
+        for r in report.kendall.itertuples()
     ]
     notes = [
-        "Do the scores predict the gain (and so negative transfer)? τ > 0: a higher score goes with a "
-        "larger gain. The transfer × seed level pairs each seed's source model with its own gain; its "
-        "points share transfers, so its p-value is optimistic.",
-        *_score_verdicts(report),
+        "Do the scores predict the gain (and so negative transfer)? τ > 0: a higher score goes with a larger "
+        f"gain. One point per transfer of a setting; τ is not shown below {MIN_KENDALL_N} transfers."
     ]
-    return Table("Kendall τ: transferability score vs observed gain", ["Level", "Score", "n", "τ", "p"], rows, notes)
+    return Table("Kendall τ: score vs observed gain", ["Setting", "Score", "n", "τ", "p", "Note"], rows, notes)
 
 
-def _score_verdicts(report: Report) -> list[str]:
-    """Whether the transfers judged negative are exactly those the score ranks lowest."""
-    t = report.transferability
-    negative = set(t.index[t["verdict"] == "negative"])
-    if not negative:
-        return [f"No transfer shows negative transfer of {report.options.control}: there is none to predict."]
-    sentences = []
-    for score in ("leep", "nce"):
-        ranked = t[score].dropna().sort_values()
-        if len(ranked) == len(t):
-            verb = "are" if set(ranked.index[: len(negative)]) == negative else "are not"
-            sentences.append(
-                f"{score.upper()}: the {len(negative)} transfer(s) judged negative {verb} the "
-                f"{len(negative)} with the lowest {score.upper()} (of {len(t)} transfers)."
-            )
-    return sentences
-
-
-def _cell_identity(row: tuple) -> list[Cell]:
+def _cell_identity(row: tuple) -> list[TableCell]:
     """Method, transfer, seed and few-shot size of a cell row (the first columns of the cell tables)."""
-    return [Cell(row.variant), Cell(_arrow(row.transfer)), Cell(str(row.seed)), Cell(_shots(row.few_shot))]
+    return [
+        TableCell(row.variant),
+        TableCell(_arrow(row.transfer)),
+        TableCell(str(row.seed)),
+        TableCell(_shots(row.few_shot)),
+    ]
 
 
 def failed_table(report: Report) -> Table:
     """Failed cells with their reasons."""
     f = report.provenance["failed"]
-    rows = [[*_cell_identity(r), Cell(r.error)] for r in f.itertuples()]
+    rows = [[*_cell_identity(r), TableCell(r.error)] for r in f.itertuples()]
     return Table(f"Failed cells ({len(f)})", ["Method", "Transfer", "Seed", "Few-shot", "Reason"], rows)
 
 
 def missing_table(report: Report) -> Table:
-    """Cells that other methods have and a method lacks."""
+    """Cells that other methods of the same suite have and a method lacks."""
     m = report.provenance["missing"]
-    rows = [[*_cell_identity(r), Cell(str(r.target_steps))] for r in m.itertuples()]
+    rows = [[*_cell_identity(r), TableCell(str(r.target_steps))] for r in m.itertuples()]
     return Table(f"Missing cells ({len(m)})", ["Method", "Transfer", "Seed", "Few-shot", "Steps"], rows)
 
 
 def provenance_lines(report: Report) -> list[str]:
-    """Counts, versions, devices and dates of the store."""
+    """Counts, versions, devices, threads and dates of the store."""
     p = report.provenance
 
     def listing(counts: dict) -> str:
@@ -367,10 +374,12 @@ def provenance_lines(report: Report) -> list[str]:
 
     lines = [
         f"Cells: {p['n_cells']} ({p['n_ok_cells']} ok, {p['n_failed_cells']} failed, {len(p['missing'])} missing)",
+        f"Suites: {listing(p['suites'])}",
         f"Code versions: {listing(p['code_versions'])}"
         + (" — MIXED: results come from different code" if len(p["code_versions"]) > 1 else ""),
         f"Torch versions: {listing(p['torch_versions'])}",
         f"Devices: {listing(p['devices'])}",
+        f"CPU threads: {listing(p['threads'])} (changes CPU results in the last bits only; not a setting)",
         f"Created: {p['created_first']} … {p['created_last']}",
     ]
     if not p["duplicates"].empty:
@@ -378,125 +387,13 @@ def provenance_lines(report: Report) -> list[str]:
     return lines
 
 
-def report_tables(report: Report) -> list[Table]:
-    """The result tables in page order (those that apply to this store)."""
-    tables = [leaderboard_table(report)]
-    if not report.comparisons.empty:
-        tables.append(comparisons_table(report))
-    if not report.negative_transfer.empty:
-        tables.append(negative_transfer_table(report))
-    if not report.transferability.empty:
-        tables += [transferability_table(report), kendall_table(report)]
+def setting_tables(report: Report, sr: SettingReport) -> list[tuple[str, Table]]:
+    """A setting's (kind, table) pairs: main, comparisons, negative transfer and power (those that apply)."""
+    tables = [("leaderboard", setting_table(report, sr))]
+    if not _of(report.comparisons, sr.setting).empty:
+        tables.append(("comparisons", comparisons_table(report, sr)))
+    if not _of(report.negative_transfer, sr.setting).empty:
+        tables.append(("negative-transfer", negative_transfer_table(report, sr)))
+    if not _of(report.power, sr.setting).empty:
+        tables.append(("power", power_table(report, sr)))
     return tables
-
-
-_NUMERIC = re.compile(r"[\d\s.,±+\-–<>\[\]]+|–|n too small")
-
-
-def numeric_columns(table: Table) -> list[bool]:
-    """Per column: whether every body cell holds a number (right-aligned) rather than text."""
-    return [
-        i > 0 and all(_NUMERIC.fullmatch(row[i].text) for row in table.rows if row[i].text)
-        for i in range(len(table.headers))
-    ]
-
-
-def _md_cell(cell: Cell) -> str:
-    text = cell.text.replace("|", "\\|").replace("\n", "<br>") + ("†" if cell.dagger else "")
-    return f"**{text}**" if cell.bold and text else text
-
-
-def markdown_table(table: Table) -> str:
-    """A GitHub-flavoured Markdown table with its title and notes."""
-    lines = [f"## {table.title}", ""]
-    if table.rows:
-        lines.append("| " + " | ".join(_md_cell(Cell(h)) for h in table.headers) + " |")
-        lines.append("|" + "|".join("---:" if n else ":---" for n in numeric_columns(table)) + "|")
-        lines += ["| " + " | ".join(_md_cell(c) for c in row) + " |" for row in table.rows]
-    else:
-        lines.append("_none_")
-    return "\n".join(lines + [""] + [f"{note}\n" for note in table.notes])
-
-
-def to_markdown(report: Report) -> str:
-    """The whole leaderboard as one Markdown document."""
-    parts = [f"# ntbench leaderboard — {METRIC_LABELS[report.options.metric]}", ""]
-    parts += [markdown_table(t) for t in report_tables(report)]
-    parts += ["## Omnibus test", "", omnibus_sentence(report), "", "## Provenance", ""]
-    parts += [f"- {line}" for line in provenance_lines(report)] + [""]
-    parts += [markdown_table(failed_table(report)), markdown_table(missing_table(report))]
-    return "\n".join(parts)
-
-
-_TEX_ESCAPES = {
-    "\\": r"\textbackslash{}",
-    "&": r"\&",
-    "%": r"\%",
-    "$": r"\$",
-    "#": r"\#",
-    "_": r"\_",
-    "{": r"\{",
-    "}": r"\}",
-    "~": r"\textasciitilde{}",
-    "^": r"\textasciicircum{}",
-}
-_TEX_SYMBOLS = {
-    "±": r"$\pm$",
-    "→": r"$\rightarrow$",
-    "->": r"$\rightarrow$",
-    "≥": r"$\geq$",
-    "≤": r"$\leq$",
-    "α": r"$\alpha$",
-    "χ²": r"$\chi^2$",
-    "−": "--",
-    "–": "--",
-    "†": r"$^\dagger$",
-    "·": r"$\cdot$",
-    "×": r"$\times$",
-    "Δ": r"$\Delta$",
-    "τ": r"$\tau$",
-    "…": r"\ldots{}",
-    "<": r"$<$",
-    ">": r"$>$",
-}
-
-
-def tex_escape(text: str) -> str:
-    """Escape LaTeX specials and map the few Unicode symbols the tables use."""
-    text = re.sub(r"[\\&%$#_{}~^]", lambda m: _TEX_ESCAPES[m.group()], text)
-    for symbol, tex in _TEX_SYMBOLS.items():
-        text = text.replace(symbol, tex)
-    return text
-
-
-def _tex_cell(cell: Cell) -> str:
-    text = tex_escape(cell.text)
-    text = rf"\textbf{{{text}}}" if cell.bold else text
-    return text + (r"$^\dagger$" if cell.dagger else "")
-
-
-def to_latex(table: Table) -> str:
-    """A booktabs table environment (needs \\usepackage{booktabs}); notes become the caption."""
-    heads = [h.split("\n") for h in table.headers]
-    depth = max(len(h) for h in heads)
-    header_rows = [" & ".join(tex_escape(h[i]) if i < len(h) else "" for h in heads) + r" \\" for i in range(depth)]
-    body = [" & ".join(_tex_cell(c) for c in row) + r" \\" for row in table.rows]
-    caption = tex_escape(" ".join([table.title + "."] + table.notes))
-    return "\n".join(
-        [
-            "% Requires \\usepackage{booktabs}.",
-            r"\begin{table}[t]",
-            r"\centering",
-            rf"\caption{{{caption}}}",
-            r"\label{tab:ntbench-leaderboard}",
-            r"\begin{tabular}{l" + "c" * (len(table.headers) - 2) + "r}",
-            r"\toprule",
-            *header_rows,
-            r"\midrule",
-            *body,
-            r"\bottomrule",
-            r"\end{tabular}",
-            r"\end{table}",
-            "",
-        ]
-    )

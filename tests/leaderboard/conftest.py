@@ -46,20 +46,25 @@ def make_store(
     code_versions: tuple[str, ...] = ("3f2a9c1",),
     scores: bool = True,
     rng_seed: int = 0,
+    columns: dict | None = None,
+    subject_ids: list[str] | None = None,
 ) -> Path:
     """Write one parquet file per cell under ``root/cells`` and return ``root``.
 
     Dice = scratch level + method shift + (task, seed) effect + (variant, task, seed) interaction
     + (task, subject) effect + noise; HD95 falls with Dice. ``failed``/``missing`` name
-    (variant, target task, seed) cells to store as failed or to leave out.
+    (variant, target task, seed) cells to store as failed or to leave out. ``columns`` are added to every row
+    (and to the cell key), e.g. ``{"lr": 0.01}`` or ``{"suite": "other"}``; ``subject_ids`` replaces the
+    per-task test subjects (the same ids in every target task: shared subjects).
     """
+    columns = columns or {}
     rng = np.random.default_rng(rng_seed)
     cells = root / "cells"
     cells.mkdir(parents=True, exist_ok=True)
     index = 0
     for task, (dataset, source, kind, region, level, prefix) in tasks.items():
         subject_effect = rng.normal(0, subject_sd, subjects)
-        subject_ids = [f"{prefix}{i + 1:03d}" for i in range(subjects)]
+        ids = subject_ids or [f"{prefix}{i + 1:03d}" for i in range(subjects)]
         for seed in range(seeds):
             seed_effect = rng.normal(0, seed_sd)
             ft_gain = methods.get("finetune", ("", {}, {task: 0.0}))[2][task]
@@ -82,6 +87,7 @@ def make_store(
                         "params": params,
                         "seed": seed,
                         "few_shot": k_shot,
+                        "columns": columns,
                     }
                     key = hashlib.sha1(json.dumps(config, sort_keys=True).encode()).hexdigest()[:16]
                     row = {
@@ -105,7 +111,7 @@ def make_store(
                         "leep": np.nan if is_scratch or not scores else leep,
                         "nce": np.nan if is_scratch or not scores else nce,
                         "target_steps": 300,
-                    }
+                    } | columns
                     index += 1
                     if (variant, task, seed) in failed:
                         frame = pd.DataFrame([row | _failure("CUDA out of memory. Tried to allocate 2.00 GiB")])
@@ -114,7 +120,7 @@ def make_store(
                         frame = pd.DataFrame(
                             {
                                 **row,
-                                "subject_id": subject_ids,
+                                "subject_id": ids,
                                 "region": region,
                                 "dice": dice,
                                 "hd95": hd95,

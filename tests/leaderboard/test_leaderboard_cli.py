@@ -12,7 +12,7 @@ import pytest
 from conftest import METHODS, TASKS, run_build
 
 ROOT = Path(__file__).resolve().parents[2]
-FAST = ("--n-boot", "200")
+FAST: tuple[str, ...] = ()
 
 
 def test_command_line_error_is_one_line_and_imports_stay_light(tmp_path: Path) -> None:
@@ -20,7 +20,8 @@ def test_command_line_error_is_one_line_and_imports_stay_light(tmp_path: Path) -
     code = (
         "import sys; from leaderboard.build import main; "
         f"status = main(['--results', {str(tmp_path / 'nope')!r}, '--out', {str(tmp_path / 'o')!r}]); "
-        "heavy = [m for m in ('torch', 'benchmarks', 'methods', 'datasets') if m in sys.modules]; "
+        "heavy = ('torch', 'benchmarks.cli', 'benchmarks.cell', 'methods', 'datasets'); "
+        "heavy = [m for m in heavy if m in sys.modules]; "
         "print(status, heavy)"
     )
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
@@ -41,9 +42,11 @@ def build_error(capsys, results: Path, out: Path, *extra: str) -> str:
     return err[0]
 
 
-def test_empty_folder(tmp_path: Path, capsys) -> None:
+def test_empty_folder_says_what_to_run_and_creates_nothing(tmp_path: Path, capsys) -> None:
     (tmp_path / "empty").mkdir()
-    assert "no *.parquet" in build_error(capsys, tmp_path / "empty", tmp_path / "o")
+    message = build_error(capsys, tmp_path / "empty", tmp_path / "o")
+    assert "no *.parquet" in message and "run `python -m benchmarks.run` first" in message
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["empty"]  # no --out folder, no staging folder
 
 
 @pytest.mark.parametrize(
@@ -56,11 +59,30 @@ def test_empty_folder(tmp_path: Path, capsys) -> None:
         (("--control", "trm"), "ambiguous"),
         (("--few-shot", "3"), "--few-shot 3"),
         (("--alpha", "1.5"), "--alpha"),
-        (("--n-boot", "5"), "--n-boot"),
+        (("--suite", "nope"), "--suite nope"),
+        (("--dataset", "nope"), "--dataset nope"),
+        (("--method", "nope"), "--method nope"),
+        (("--power-delta", "-1"), "--power-delta"),
     ],
 )
 def test_bad_options(default_store: Path, tmp_path: Path, capsys, extra, fragment) -> None:
     assert fragment in build_error(capsys, default_store, tmp_path / "o", *extra)
+    assert not (tmp_path / "o").exists()
+
+
+def test_mixed_units_and_power_command(store_factory, tmp_path: Path, capsys) -> None:
+    from leaderboard.power import main as power_main
+
+    store = store_factory(seeds=3)
+    assert power_main(["--results", str(store), "--control", "finetune", "--delta", "0.02"]) == 0
+    out = capsys.readouterr().out
+    assert "seeds needed for 80% power" in out and "trm(alpha=2) vs finetune: pilot 3 seeds x 6 subjects" in out
+    path = sorted((store / "cells").glob("*.parquet"))[0]
+    frame = pd.read_parquet(path)
+    frame.assign(dice=frame["dice"] * 100).to_parquet(path, index=False)  # a percentage among fractions
+    assert "mixed units" in build_error(capsys, store, tmp_path / "o")
+    assert power_main(["--results", str(store), "--delta", "0.02"]) == 2
+    assert "mixed units" in capsys.readouterr().err
 
 
 def test_bad_parquet_and_missing_columns(tmp_path: Path, capsys) -> None:
@@ -82,6 +104,7 @@ def test_all_cells_failed(store_factory, tmp_path: Path, capsys) -> None:
     store = store_factory(seeds=3, failed=failed)
     assert run_build(store, tmp_path / "o", *FAST) == 2
     assert "no successful result" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists() and not list(tmp_path.glob(".o-*"))  # a failed build leaves nothing
 
 
 def test_failed_and_missing_cells_are_shown(store_factory, tmp_path: Path, capsys) -> None:
@@ -91,9 +114,12 @@ def test_failed_and_missing_cells_are_shown(store_factory, tmp_path: Path, capsy
     markdown = (tmp_path / "o" / "leaderboard.md").read_text()
     assert "## Failed cells (1)" in markdown and "CUDA out of memory" in markdown
     assert "## Missing cells (1)" in markdown and "| l2sp | t2-GM → t1-GM | 4 |" in markdown
-    comparisons = pd.read_csv(tmp_path / "o" / "comparisons.csv")
-    by_scope = comparisons.groupby("scope")["n_seeds"].max()
-    assert by_scope["02-t1-TC"] == 4 and by_scope["t1-GM"] == 4 and by_scope["all"] == 4  # fewest per task
+    comparisons = pd.read_csv(tmp_path / "o" / "comparisons.csv", keep_default_na=False).set_index("method")
+    # Each pair keeps the seeds both of its methods have: bss lost seed 1 on fets, l2sp seed 4 on iseg.
+    fets = comparisons[comparisons["setting"].str.startswith("fets")]
+    iseg = comparisons[comparisons["setting"].str.startswith("iseg")]
+    assert fets.loc["bss", "n_seeds"] == 4 and fets.loc["l2sp", "n_seeds"] == 5
+    assert iseg.loc["l2sp", "n_seeds"] == 4 and iseg.loc["bss", "n_seeds"] == 5
     html = (tmp_path / "o" / "index.html").read_text()
     assert "CUDA out of memory" in html and "1 failed and 1 missing" in html
 
@@ -105,8 +131,8 @@ def test_single_method(store_factory, tmp_path: Path, capsys) -> None:
     assert "only one method (finetune): nothing to compare" in out
     assert pd.read_csv(tmp_path / "o" / "comparisons.csv").empty
     omnibus = json.loads((tmp_path / "o" / "omnibus.json").read_text())
-    assert omnibus["k"] == 1 and "3 or more methods" in omnibus["note"]
-    assert not (tmp_path / "o" / "cd_diagram.png").exists()
+    assert all(o["k"] == 1 and "3 or more methods" in o["note"] for o in omnibus["settings"].values())
+    assert not list((tmp_path / "o").glob("cd_diagram*.png"))
     assert (tmp_path / "o" / "index.html").exists()
 
 
@@ -116,47 +142,38 @@ def test_default_control_absent_is_reported_not_fatal(store_factory, tmp_path: P
     assert "no comparisons: no result of control 'finetune' here" in capsys.readouterr().out
     assert not pd.read_csv(tmp_path / "o" / "negative_transfer.csv").empty
     assert run_build(store, tmp_path / "o2", "--control", "l2sp", *FAST) == 0
-    assert len(pd.read_csv(tmp_path / "o2" / "comparisons.csv")) == 6  # 2 methods x (all + 2 tasks)
+    assert len(pd.read_csv(tmp_path / "o2" / "comparisons.csv")) == 4  # 2 methods x 2 settings (one task each)
 
 
-def test_single_task_small_n_and_mixed_code_versions(store_factory, tmp_path: Path) -> None:
+def test_few_units_no_cd_diagram_and_mixed_code_versions(store_factory, tmp_path: Path) -> None:
     tasks = {"t1-GM": TASKS["t1-GM"]}
     store = store_factory(tasks=tasks, subjects=4, code_versions=("3f2a9c1", "77e0b2d"))
-    assert run_build(store, tmp_path / "o", *FAST) == 0
-    comparisons = pd.read_csv(tmp_path / "o" / "comparisons.csv")
-    assert set(comparisons["scope"]) == {"all", "t1-GM"}
-    assert comparisons["p_value"].isna().all() and comparisons["note"].str.contains("n too small").all()
-    markdown = (tmp_path / "o" / "leaderboard.md").read_text()
-    assert "| n too small |" in markdown and "mixes code versions (3f2a9c1, 77e0b2d)" in markdown
-    leaderboard_rows = [line for line in markdown.split("## Comparisons")[0].splitlines() if line.startswith("| ")]
-    assert leaderboard_rows and not any("†" in line for line in leaderboard_rows)
-    assert "mix code versions" in (tmp_path / "o" / "index.html").read_text()
-    assert "mixes code versions" in (tmp_path / "o" / "leaderboard.tex").read_text()
+    assert run_build(store, tmp_path / "o") == 0
+    omnibus = json.loads((tmp_path / "o" / "omnibus.json").read_text())
+    (only,) = omnibus["settings"].values()
+    assert not only["draw_cd"] and ("fewer than 5" in only["note"] or "does not reject" in only["note"])
+    assert not list((tmp_path / "o").glob("cd_diagram*.png"))
+    html = (tmp_path / "o" / "index.html").read_text()
+    assert "no CD diagram" in html and "mix code versions" in html
+    assert "mixes code versions (3f2a9c1, 77e0b2d)" in (tmp_path / "o" / "leaderboard.md").read_text()
 
 
-def test_learning_curve_and_few_shot_filter(store_factory, tmp_path: Path) -> None:
+def test_few_shot_filter_and_region_filter(store_factory, tmp_path: Path) -> None:
     methods = {k: METHODS[k] for k in ("scratch", "finetune", "trm(alpha=2)")}
-    store = store_factory(few_shots=(1, 3, 0), seeds=3, subjects=3, methods=methods)
-    assert run_build(store, tmp_path / "o", *FAST) == 0
-    assert (tmp_path / "o" / "learning_curve.png").stat().st_size > 10_000
-    assert "K=1" in (tmp_path / "o" / "leaderboard.md").read_text()  # pooled settings are stated
-    assert run_build(store, tmp_path / "o1", "--few-shot", "1", *FAST) == 0
-    table = pd.read_csv(tmp_path / "o1" / "leaderboard.csv")
-    assert (table["n_blocks"] == 3).all()
-
-
-def test_region_filter_and_no_scores(store_factory, tmp_path: Path) -> None:
-    store = store_factory(scores=False, seeds=3)
-    assert run_build(store, tmp_path / "o", "--region", "GM", *FAST) == 0
-    assert set(pd.read_csv(tmp_path / "o" / "leaderboard.csv")["target_task"]) == {"t1-GM"}
+    store = store_factory(few_shots=(1, 3, 0), seeds=3, subjects=3, methods=methods, scores=False)
+    assert run_build(store, tmp_path / "o1", "--few-shot", "1") == 0
+    assert pd.read_csv(tmp_path / "o1" / "comparisons.csv")["setting"].str.contains("K=1").all()
+    assert run_build(store, tmp_path / "o", "--region", "GM") == 0
+    assert pd.read_csv(tmp_path / "o" / "comparisons.csv")["setting"].str.startswith("iseg").all()
     assert not (tmp_path / "o" / "transferability.csv").exists()
 
 
 def test_transferability_outputs(default_build: Path) -> None:
     table = pd.read_csv(default_build / "transferability.csv")
-    assert len(table) == 2 and {"leep", "nce", "gain", "verdict"} <= set(table.columns)
+    assert len(table) == 2 and {"leep", "nce", "gain", "leep_minus_nce"} <= set(table.columns)
     taus = json.loads((default_build / "omnibus.json").read_text())["transferability_kendall"]
-    assert {(t["level"], t["score"]) for t in taus} >= {("transfer", "leep"), ("transfer × seed", "nce")}
+    assert {t["score"] for t in taus} == {"leep", "nce"} and all("not shown" in t["note"] for t in taus)
+    assert "coincide exactly when the source model" in (default_build / "leaderboard.md").read_text()
 
 
 def test_method_with_only_failed_cells_is_named(store_factory, tmp_path: Path, capsys) -> None:
@@ -173,8 +190,8 @@ def test_latex_table(default_build: Path) -> None:
         r"\toprule",
         r"\midrule",
         r"\bottomrule",
-        r"\textbf{0.848 $\pm$ 0.084}$^\dagger$",
-        "N = 12 blocks",
+        r"\label{tab:ntbench-leaderboard-2}",
+        r"$\pm$",
     ):
         assert needle in tex, needle
     assert "±" not in tex and "†" not in tex and "_" not in tex.replace(r"\_", "")

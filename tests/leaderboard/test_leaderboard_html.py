@@ -14,9 +14,13 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "tests" / "artifacts"
 TABLE_IDS = (
-    "leaderboard",
-    "comparisons",
-    "negative-transfer",
+    "methods",
+    "leaderboard-1",
+    "comparisons-1",
+    "negative-transfer-1",
+    "power-1",
+    "leaderboard-2",
+    "power-2",
     "transferability",
     "kendall",
     "failed",
@@ -29,13 +33,15 @@ def test_page_is_self_contained_with_every_table(default_build: Path) -> None:
     for table_id in TABLE_IDS:
         assert f'<table id="{table_id}">' in html, table_id
     sources = re.findall(r'<img[^>]*\ssrc="([^"]*)"', html)
-    assert len(sources) == 2  # CD diagram and gains; one few-shot value, so no learning curve
+    assert len(sources) == 2  # a CD diagram per setting (Iman-Davenport rejects, 6 units); one K: no curve
     for source in sources:
         assert source.startswith("data:image/png;base64,")
         assert base64.b64decode(source.split(",", 1)[1])[:8] == b"\x89PNG\r\n\x1a\n"
     assert not re.search(r"(src|href)=\"(https?:|//)", html) and "<link" not in html and "<script" not in html
     for text in (
-        "N = 12 blocks",
+        "Setting 2: iseg · monai-unet · K=all · 300 steps",
+        "Covers datasets fets, iseg",
+        "Power to detect a true mean difference of 0.02",
         "CUDA out of memory",
         "3f2a9c1",
         "2.5.1+cu121",

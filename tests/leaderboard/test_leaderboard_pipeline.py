@@ -1,154 +1,239 @@
-"""Store -> blocks -> tests, checked against scipy on arrays paired by hand from the raw rows."""
+"""Store -> units -> tests, checked against references built by hand from the raw rows."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import run_build
+from conftest import METHODS, TASKS, make_store, run_build
 from scipy import stats as sps
+from test_leaderboard_stats import crossed_reference
 
+import leaderboard
 from leaderboard.stats import holm
 
+FETS = "fets · monai-unet · K=all · 300 steps"
 
-def hand_blocks(results: Path, metric: str = "dice") -> pd.DataFrame:
-    """Blocks paired by plain dictionaries: (task, subject) -> method -> seed-mean, on common seeds."""
+
+def hand_grid(results: Path, method: str, control: str, dataset: str, metric: str = "dice") -> np.ndarray:
+    """(seed x subject) mean of method - control over each subject's regions and target tasks, by plain dicts."""
     rows = pd.concat(pd.read_parquet(p) for p in sorted(results.rglob("*.parquet")))
-    rows = rows[rows["status"] == "ok"]
-    names = {"{}": "", '{"alpha": 0.01}': "", '{"k": 1}': ""}
+    rows = rows[(rows["status"] == "ok") & (rows["dataset"] == dataset)]
+    named = {"{}": None, '{"alpha": 0.01}': None, '{"k": 1}': None}
     values: dict[tuple, dict[str, float]] = {}
     for r in rows.itertuples():
-        name = r.method if r.method_params in names else f"{r.method}(alpha={json.loads(r.method_params)['alpha']})"
-        values.setdefault((r.target_task, r.subject_id, r.seed), {})[name] = getattr(r, metric)
-    methods = sorted({m for v in values.values() for m in v})
-    complete = {k: v for k, v in values.items() if len(v) == len(methods)}
-    blocks: dict[tuple, list[list[float]]] = {}
-    for (task, subject, _seed), by_method in complete.items():
-        blocks.setdefault((task, subject), []).append([by_method[m] for m in methods])
-    return pd.DataFrame({k: np.mean(v, axis=0) for k, v in blocks.items()}, index=methods).T.sort_index()
+        name = r.method if r.method_params in named else f"{r.method}(alpha={json.loads(r.method_params)['alpha']})"
+        values.setdefault((r.target_task, r.subject_id, r.region, r.seed), {})[name] = getattr(r, metric)
+    diffs: dict[tuple, list[float]] = {}
+    for (_task, subject, _region, seed), by in values.items():
+        if method in by and control in by:
+            diffs.setdefault((seed, subject), []).append(by[method] - by[control])
+    seeds = sorted({s for s, _ in diffs})
+    subjects = sorted({j for _, j in diffs})
+    complete = [s for s in seeds if all((s, j) in diffs for j in subjects)]
+    return np.array([[np.mean(diffs[(s, j)]) for j in subjects] for s in complete])
 
 
-@pytest.fixture(scope="module")
-def blocks(default_store: Path) -> pd.DataFrame:
-    return hand_blocks(default_store)
-
-
-def test_wilcoxon_on_blocks_matches_scipy_on_hand_paired_arrays(default_build: Path, blocks: pd.DataFrame) -> None:
+def test_comparisons_match_hand_reference(default_build: Path, default_store: Path) -> None:
     comparisons = pd.read_csv(default_build / "comparisons.csv", keep_default_na=False, na_values=[""])
-    assert len(blocks) == 12
-    for row in comparisons.itertuples():
-        part = blocks if row.scope == "all" else blocks.loc[row.scope]
-        expected = sps.wilcoxon(part[row.method], part["finetune"])
-        assert row.n_blocks == len(part)
-        assert row.statistic == pytest.approx(expected.statistic)
-        assert row.mean_diff == pytest.approx((part[row.method] - part["finetune"]).mean())
-        if len(part) > 5:
-            assert row.p_value == pytest.approx(expected.pvalue)
-
-
-def test_holm_over_each_scope_type(default_build: Path) -> None:
-    comparisons = pd.read_csv(default_build / "comparisons.csv")
-    for is_all in (True, False):
-        family = comparisons[(comparisons["scope"] == "all") == is_all]
-        np.testing.assert_allclose(family["p_holm"], holm(family["p_value"].to_numpy()))
-
-
-def test_friedman_and_iman_davenport(default_build: Path, blocks: pd.DataFrame) -> None:
-    omnibus = json.loads((default_build / "omnibus.json").read_text())
-    chi2, p = sps.friedmanchisquare(*[blocks[m] for m in blocks.columns])
-    n, k = blocks.shape
-    assert (omnibus["N"], omnibus["k"], omnibus["n_seeds"]) == (n, k, 4)  # t1-GM lost seed 3 (failed cell)
-    assert omnibus["friedman_chi2"] == pytest.approx(chi2)
-    assert omnibus["friedman_p"] == pytest.approx(p)
-    f = (n - 1) * chi2 / (n * (k - 1) - chi2)
-    assert omnibus["iman_davenport_F"] == pytest.approx(f)
-    assert omnibus["iman_davenport_p"] == pytest.approx(sps.f.sf(f, k - 1, (k - 1) * (n - 1)))
-    q = sps.studentized_range.ppf(0.95, k, np.inf) / np.sqrt(2)
-    assert omnibus["nemenyi_cd"] == pytest.approx(q * np.sqrt(k * (k + 1) / (6 * n)))
-    ranks = sps.rankdata(-blocks.to_numpy(), axis=1).mean(axis=0)
-    assert omnibus["mean_ranks"] == pytest.approx(dict(zip(blocks.columns, ranks)), abs=1e-6)
-
-
-def test_leaderboard_csv_matches_hand_blocks(default_build: Path, blocks: pd.DataFrame) -> None:
-    table = pd.read_csv(default_build / "leaderboard.csv")
-    assert list(table.columns) == [
-        "method",
-        "target_task",
-        "transfer_type",
-        "n_blocks",
-        "mean",
-        "std",
-        "median",
-        "mean_rank",
-    ]
-    for row in table.itertuples():
-        values = blocks.loc[row.target_task, row.method]
-        assert (row.n_blocks, row.mean, row.std, row.median) == pytest.approx(
-            (len(values), values.mean(), values.std(ddof=1), values.median())
-        )
-    assert set(table["transfer_type"]) == {"cross-group", "cross-modality"}
-
-
-def test_comparison_columns_and_effect_size(default_build: Path, blocks: pd.DataFrame) -> None:
-    comparisons = pd.read_csv(default_build / "comparisons.csv")
     assert list(comparisons.columns[:12]) == [
-        "method",
-        "control",
-        "scope",
-        "n_blocks",
-        "n_seeds",
-        "mean_diff",
-        "ci_low",
-        "ci_high",
-        "statistic",
-        "p_value",
-        "p_holm",
-        "effect_size",
-    ]
-    row = comparisons[(comparisons["method"] == "bss") & (comparisons["scope"] == "all")].iloc[0]
-    d = (blocks["bss"] - blocks["finetune"]).to_numpy()
-    ranks = sps.rankdata(np.abs(d))
-    assert row.effect_size == pytest.approx((ranks[d > 0].sum() - ranks[d < 0].sum()) / ranks.sum())
-    assert (comparisons["ci_low"] <= comparisons["mean_diff"] + 1e-3).all()
-    assert (comparisons["mean_diff"] <= comparisons["ci_high"] + 1e-3).all()
+        "setting", "scope", "method", "control", "n_units", "n_seeds",
+        "mean_diff", "ci_low", "ci_high", "p_value", "p_holm", "verdict",
+    ]  # fmt: skip
+    for dataset in ("fets", "iseg"):
+        rows = comparisons[comparisons["setting"].str.startswith(dataset)]
+        assert set(rows["scope"]) == {"all"} and len(rows) == 5
+        for row in rows.itertuples():
+            grid = hand_grid(default_store, row.method, "finetune", dataset)
+            assert (row.n_seeds, row.n_units) == grid.shape
+            mean, low, high, p = crossed_reference(grid)
+            assert (row.mean_diff, row.ci_low, row.ci_high, row.p_value) == pytest.approx((mean, low, high, p))
 
 
-def test_scratch_is_paired_on_target_task_seed_and_subject(default_build: Path, blocks: pd.DataFrame) -> None:
-    negative = pd.read_csv(default_build / "negative_transfer.csv")
-    row = negative[(negative["method"] == "finetune") & (negative["target_task"] == "02-t1-TC")].iloc[0]
-    part = blocks.loc["02-t1-TC"]
-    assert row.mean_diff == pytest.approx((part["finetune"] - part["scratch"]).mean())
-    assert set(negative["verdict"]) <= {"negative", "positive", "inconclusive"}
+def test_holm_over_every_row_and_verdicts(default_build: Path) -> None:
+    for name in ("comparisons.csv", "negative_transfer.csv"):
+        frame = pd.read_csv(default_build / name)
+        np.testing.assert_allclose(frame["p_holm"], holm(frame["p_value"].to_numpy()))
+        significant = frame["p_holm"] < 0.05
+        assert (frame.loc[~significant, "verdict"] == "inconclusive").all()
+        words = {"better", "worse"} if name == "comparisons.csv" else {"positive", "negative"}
+        assert set(frame.loc[significant, "verdict"]) <= words
+
+
+def test_friedman_over_units(default_build: Path, default_store: Path) -> None:
+    # fets has every cell: a unit is a test subject, its seeds averaged; one row per subject.
+    rows = pd.concat(pd.read_parquet(p) for p in default_store.rglob("*.parquet"))
+    rows = rows[(rows["dataset"] == "fets") & (rows["status"] == "ok")]
+    rows = rows.assign(name=rows["method"] + rows["method_params"])
+    table = rows.pivot_table(index="subject_id", columns="name", values="dice", aggfunc="mean").to_numpy()
+    chi2, p = sps.friedmanchisquare(*table.T)
+    omnibus = json.loads((default_build / "omnibus.json").read_text())["settings"][FETS]
+    assert (omnibus["N"], omnibus["k"]) == table.shape == (6, 6)
+    assert omnibus["friedman_chi2"] == pytest.approx(chi2) and omnibus["friedman_p"] == pytest.approx(p)
+    f = (6 - 1) * chi2 / (6 * 5 - chi2)
+    assert omnibus["iman_davenport_F"] == pytest.approx(f)
+
+
+def test_subject_on_three_target_tasks_counts_once(store_factory) -> None:
+    tasks = {
+        name: ("iseg", f"t2-{name[3:]}", "cross-modality", name[3:], 0.8, "iSeg-")
+        for name in ("t1-GM", "t1-WM", "t1-CSF")
+    }
+    methods = {"finetune": ("finetune", {}, dict.fromkeys(tasks, 0.0)), "trm": ("trm", {}, dict.fromkeys(tasks, 0.02))}
+    store = store_factory(tasks=tasks, methods=methods, seeds=3, subjects=4, subject_ids=[f"S{i}" for i in range(4)])
+    result = leaderboard.compare(leaderboard.load_store(store), "finetune")
+    pooled = result.set_index("scope").loc["all"]
+    assert (pooled["n_units"], pooled["n_seeds"]) == (4, 3)
+    assert set(result["scope"]) == {"all", *tasks}
+
+
+def test_two_learning_rates_are_two_settings(tmp_path: Path) -> None:
+
+    for lr, rng_seed in ((0.01, 0), (0.001, 1)):
+        make_store(tmp_path / "r", seeds=3, rng_seed=rng_seed, columns={"lr": lr}, tasks={"t1-GM": TASKS["t1-GM"]})
+    result = leaderboard.compare(leaderboard.load_store(tmp_path / "r"), "finetune")
+    assert result["setting"].nunique() == 2
+    assert all("lr=0.01" in s or "lr=0.001" in s for s in result["setting"])
+    assert (result["n_seeds"] == 3).all()  # never pooled: 3 seeds each, not 6 runs averaged
+
+
+def test_scratch_pairs_with_every_transfer_into_its_target(store_factory) -> None:
+    tasks = {"t1-GM": TASKS["t1-GM"]}
+    methods = {k: METHODS[k] for k in ("scratch", "finetune")}
+    store = store_factory(tasks=tasks, methods=methods, seeds=3)
+    frame = leaderboard.load_store(store)
+    # Add a second source into the same target: scratch pairs with both transfers.
+    extra = frame[frame["method"] == "finetune"].assign(
+        transfer="t1-WM->t1-GM",
+        source_task="t1-WM",
+        cell_key=lambda f: f["cell_key"] + "b",
+        dice=lambda f: f["dice"] - 0.1,
+    )
+    both = pd.concat([frame, extra], ignore_index=True)
+    row = leaderboard.compare(both, "scratch").iloc[0]
+    hand = both[both["method"] == "finetune"].groupby(["seed", "subject_id"])["dice"].mean()
+    sc = both[both["method"] == "scratch"].set_index(["seed", "subject_id"])["dice"]
+    assert row["mean_diff"] == pytest.approx(float((hand - sc).mean()))
 
 
 @pytest.mark.parametrize(("seeds", "expected"), [(2, "inconclusive"), (5, "negative")])
 def test_verdict_needs_three_seeds(store_factory, tmp_path: Path, seeds: int, expected: str) -> None:
-    methods = {
-        "scratch": ("scratch", {}, {"t1-GM": 0.0}),
-        "finetune": ("finetune", {}, {"t1-GM": -0.08}),
-    }
+    methods = {"scratch": ("scratch", {}, {"t1-GM": 0.0}), "finetune": ("finetune", {}, {"t1-GM": -0.08})}
     tasks = {"t1-GM": ("iseg", "t2-GM", "cross-modality", "GM", 0.83, "iSeg-")}
-    store = store_factory(methods=methods, tasks=tasks, seeds=seeds, interaction_sd=0.005)
-    assert run_build(store, tmp_path / "out", "--n-boot", "500") == 0
+    store = store_factory(methods=methods, tasks=tasks, seeds=seeds, interaction_sd=0.005, seed_sd=0.01)
+    assert run_build(store, tmp_path / "out") == 0
     negative = pd.read_csv(tmp_path / "out" / "negative_transfer.csv")
     assert negative["verdict"].tolist() == [expected]
-    assert negative["ci_high"].iloc[0] < 0  # the effect is large either way
+    assert negative["mean_diff"].iloc[0] < -0.05
     markdown = (tmp_path / "out" / "leaderboard.md").read_text()
     assert ("cannot establish a difference" in markdown) == (seeds < 3)
 
 
 def test_hd95_flips_direction(store_factory, tmp_path: Path) -> None:
-    store = store_factory(seeds=4)
-    assert run_build(store, tmp_path / "out", "--metric", "hd95", "--n-boot", "300") == 0
-    table = pd.read_csv(tmp_path / "out" / "leaderboard.csv")
-    best = table.loc[table.groupby("target_task")["mean"].idxmin()]
-    assert (best["mean_rank"] == table.groupby("target_task")["mean_rank"].min().values).all()
+    store = store_factory(seeds=5, seed_sd=0.005, interaction_sd=0.003)
+    assert run_build(store, tmp_path / "out", "--metric", "hd95") == 0
     negative = pd.read_csv(tmp_path / "out" / "negative_transfer.csv")
-    worse = negative[negative["verdict"] == "negative"]
-    assert (worse["ci_low"] > 0).all() and not worse.empty  # higher HD95 is worse
-    markdown = (tmp_path / "out" / "leaderboard.md").read_text()
-    assert "lower is better" in markdown
-    assert "**" + f"{best[best['target_task'] == 't1-GM']['mean'].iloc[0]:.2f}" in markdown
+    better = negative[negative["verdict"] == "positive"]
+    assert not better.empty and (better["mean_diff"] < 0).all()  # lower HD95 is better
+    assert "lower is better" in (tmp_path / "out" / "leaderboard.md").read_text()
+
+
+def test_generic_scores_split_trials_and_tuning(store_factory, tmp_path: Path) -> None:
+    methods = {k: METHODS[k] for k in ("scratch", "finetune", "trm(alpha=2)")}
+    store = store_factory(methods=methods, seeds=3)
+    for path in sorted((store / "cells").glob("*.parquet")):
+        frame = pd.read_parquet(path)
+        frame["my_score"] = frame["leep"] * 2  # a score no code names
+        frame["tuned_trials"] = np.where(frame["method"] == "trm", 20, 10)  # every method tuned (its lr too)
+        frame.to_parquet(path, index=False)
+    val = frame.assign(split="val", dice=0.0, cell_key="valcell")  # a validation row must not count
+    val.to_parquet(store / "cells" / "valcell.parquet", index=False)
+    assert run_build(store, tmp_path / "o") == 0
+    transfer = pd.read_csv(tmp_path / "o" / "transferability.csv")
+    assert {"leep", "nce", "my_score", "leep_minus_nce"} <= set(transfer.columns)
+    kendall = json.loads((tmp_path / "o" / "omnibus.json").read_text())["transferability_kendall"]
+    assert {k["score"] for k in kendall} == {"leep", "nce", "my_score"}
+    assert all(k["tau"] is None and "not shown" in k["note"] for k in kendall)  # 1 transfer per setting
+    markdown = (tmp_path / "o" / "leaderboard.md").read_text()
+    assert "| trm | tuned, 20 trials |" in markdown and "| finetune (control) | tuned, 10 trials |" in markdown
+    assert pd.read_csv(tmp_path / "o" / "comparisons.csv")["setting"].nunique() == 2  # fets, iseg: lr is tuned
+    assert "validation or tuning-trial row(s) are left out" in markdown
+    assert pd.read_csv(tmp_path / "o" / "leaderboard.csv")["mean"].min() > 0.3  # the 0.0 val rows are out
+
+
+def test_smoke_runs_are_left_out_unless_asked(store_factory, tmp_path: Path) -> None:
+
+    store = store_factory(seeds=3, tasks={"t1-GM": TASKS["t1-GM"]})
+    make_store(store, seeds=1, tasks={"t1-GM": TASKS["t1-GM"]}, columns={"smoke": True, "target_steps": 5})
+    assert run_build(store, tmp_path / "o") == 0
+    comparisons = pd.read_csv(tmp_path / "o" / "comparisons.csv")
+    assert comparisons["setting"].nunique() == 1 and "5 steps" not in comparisons["setting"].iloc[0]
+    assert "smoke-run cell(s)" in (tmp_path / "o" / "leaderboard.md").read_text()
+    assert run_build(store, tmp_path / "o2", "--include-smoke") == 0
+    assert pd.read_csv(tmp_path / "o2" / "comparisons.csv")["setting"].nunique() == 2
+
+
+def test_suites_and_datasets_are_reported_separately_and_filtered(store_factory, tmp_path: Path) -> None:
+
+    store = store_factory(seeds=3, tasks={"t1-GM": TASKS["t1-GM"]})
+    make_store(store, seeds=3, tasks={"02-t1-TC": TASKS["02-t1-TC"]}, columns={"suite": "other"}, rng_seed=3)
+    assert run_build(store, tmp_path / "all") == 0
+    html = (tmp_path / "all" / "index.html").read_text()
+    assert 'id="setting-1"' in html and 'id="setting-2"' in html and "suites default, other" in html
+    assert run_build(store, tmp_path / "one", "--suite", "other") == 0
+    assert set(pd.read_csv(tmp_path / "one" / "comparisons.csv")["setting"].str.split(" ").str[0]) == {"fets"}
+    assert run_build(store, tmp_path / "ds", "--dataset", "iseg", "--method", "l2sp") == 0
+    frame = pd.read_csv(tmp_path / "ds" / "comparisons.csv")
+    assert set(frame["method"]) == {"l2sp", "scratch"} and frame["setting"].str.startswith("iseg").all()
+
+
+def test_learning_curve_never_crosses_datasets(store_factory, tmp_path: Path) -> None:
+    methods = {k: METHODS[k] for k in ("scratch", "finetune")}
+    store = store_factory(few_shots=(1, 3), seeds=3, subjects=3, methods=methods)
+    assert run_build(store, tmp_path / "o") == 0
+    names = sorted(p.name for p in (tmp_path / "o").glob("learning_curve_*.png"))
+    assert names == ["learning_curve_1.png", "learning_curve_2.png"]  # one per dataset
+    html = (tmp_path / "o" / "index.html").read_text()
+    assert "Learning curve: fets" in html and "Learning curve: iseg" in html
+
+
+def test_results_folder_is_not_modified(default_store: Path, tmp_path: Path) -> None:
+    def digest() -> dict:
+        return {p: hashlib.sha1(p.read_bytes()).hexdigest() for p in sorted(default_store.rglob("*")) if p.is_file()}
+
+    before = digest()
+    assert run_build(default_store, tmp_path / "o") == 0
+    assert digest() == before
+
+
+def test_a_tuned_learning_rate_is_the_methods_choice_not_a_setting(store_factory) -> None:
+    store = store_factory(seeds=3, tasks={"t1-GM": TASKS["t1-GM"]})
+    frame = leaderboard.load_store(store)
+    tuned = frame["method"] != "scratch"
+    frame.loc[tuned, "tuned_trials"] = 8
+    frame["lr"] = np.where(frame["method"] == "finetune", 3e-4, 2e-3)  # each method's tuned lr
+    result = leaderboard.compare(frame, "finetune")
+    assert len(result) == 4 and result["setting"].str.endswith("lr=tuned").all()  # every tuned method, one setting
+    assert leaderboard.compare(frame, "scratch").empty  # untuned scratch (default lr) is another setting
+
+
+def test_cells_before_a_new_column_join_the_one_setting_they_match(tmp_path: Path) -> None:
+
+    task = {"t1-GM": TASKS["t1-GM"]}
+    make_store(tmp_path / "r", seeds=3, tasks=task)  # written before the amp column existed
+    make_store(tmp_path / "r", seeds=3, tasks=task, columns={"amp": "off"}, rng_seed=1)
+    frame = leaderboard.load_store(tmp_path / "r")
+    assert leaderboard.compare(frame, "finetune")["setting"].nunique() == 1
+    make_store(tmp_path / "r", seeds=3, tasks=task, columns={"amp": "bf16"}, rng_seed=2)
+    settings = leaderboard.compare(leaderboard.load_store(tmp_path / "r"), "finetune")["setting"].unique()
+    assert sorted(s.split(" · ")[-1] for s in settings) == ["amp=?", "amp=bf16", "amp=off"]  # ambiguous: apart
+
+
+def test_old_store_without_setting_columns_loads_with_a_note(default_store: Path) -> None:
+    frame = leaderboard.load_store(default_store)
+    assert frame["lr"].isna().all()
+    assert len(frame.attrs["notes"]) == 1 and "one setting" in frame.attrs["notes"][0]

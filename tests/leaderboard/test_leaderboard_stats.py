@@ -58,39 +58,10 @@ def test_nemenyi_groups() -> None:
     assert stats.nemenyi_groups(ranks, 0.1) == []
 
 
-@pytest.mark.parametrize("n", range(1, 9))
-def test_min_wilcoxon_p_is_scipys_smallest_exact_p(n: int) -> None:
-    positive = np.arange(1.0, n + 1)
-    assert sps.wilcoxon(positive, np.zeros(n), method="exact").pvalue == pytest.approx(stats.min_wilcoxon_p(n))
-
-
-def rank_biserial_reference(d: list[float]) -> float:
-    """Kerby's simple difference: (favourable - unfavourable rank sums) / total rank sum, ranks by hand."""
-    nonzero = [x for x in d if x != 0]
-    ordered = sorted(abs(x) for x in nonzero)
-    rank = {}
-    for value in set(ordered):
-        positions = [i + 1 for i, v in enumerate(ordered) if v == value]
-        rank[value] = sum(positions) / len(positions)
-    favourable = sum(rank[abs(x)] for x in nonzero if x > 0)
-    unfavourable = sum(rank[abs(x)] for x in nonzero if x < 0)
-    return (favourable - unfavourable) / (favourable + unfavourable)
-
-
-@pytest.mark.parametrize("seed", range(10))
-def test_rank_biserial_matches_reference(seed: int) -> None:
-    rng = np.random.default_rng(seed)
-    d = np.round(rng.normal(0.2, 1, 25), 1)  # rounding creates ties and zeros
-    assert stats.rank_biserial(d) == pytest.approx(rank_biserial_reference(d.tolist()))
-
-
-@pytest.mark.parametrize("seed", range(5))
-def test_wilcoxon_paired_is_scipy(seed: int) -> None:
-    rng = np.random.default_rng(seed)
-    x, y = rng.normal(size=12), rng.normal(size=12)
-    result = stats.wilcoxon_paired(x, y)
-    expected = sps.wilcoxon(x, y)
-    assert (result.statistic, result.p_value, result.n_nonzero) == (expected.statistic, expected.pvalue, 12)
+@pytest.mark.parametrize("n", range(2, 8))
+def test_min_kendall_p_is_scipys_smallest_exact_p(n: int) -> None:
+    assert sps.kendalltau(np.arange(n), np.arange(n), method="exact").pvalue == pytest.approx(stats.min_kendall_p(n))
+    assert (stats.min_kendall_p(n) <= 0.05) == (n >= stats.MIN_KENDALL_N)
 
 
 def test_iman_davenport_plain_formula() -> None:
@@ -107,72 +78,115 @@ def test_block_ranks_direction() -> None:
     np.testing.assert_array_equal(stats.block_ranks(blocks, False), [[3, 1.5, 1.5], [1, 3, 2]])
 
 
-def _seeded_units(rng: np.random.Generator, n_seeds: int, n_subjects: int, seed_sd: float, shift: float = 0.0):
-    seeds = np.repeat(np.arange(n_seeds), n_subjects)
-    subjects = np.tile(np.arange(n_subjects), n_seeds)
-    values = shift + rng.normal(0, seed_sd, n_seeds)[seeds] + rng.normal(0, 0.01, seeds.size)
-    return values, seeds, subjects
+def crossed_reference(d: np.ndarray, alpha: float = 0.05) -> tuple[float, float, float, float]:
+    """Mean, CI and p of the crossed model written independently: residuals from a least-squares fit of the
+    additive (seed + subject) model, variance components by plain loops, Satterthwaite df by hand."""
+    n_s, n_j = d.shape
+    y = d.ravel()
+    design = np.zeros((n_s * n_j, n_s + n_j))
+    for s in range(n_s):
+        for j in range(n_j):
+            design[s * n_j + j, s] = 1.0
+            design[s * n_j + j, n_s + j] = 1.0
+    fitted = design @ np.linalg.lstsq(design, y, rcond=None)[0]
+    ms_e = float(((y - fitted) ** 2).sum()) / ((n_s - 1) * (n_j - 1))
+    grand = sum(y) / len(y)
+    ms_a = sum(n_j * (sum(d[s]) / n_j - grand) ** 2 for s in range(n_s)) / (n_s - 1)
+    ms_b = sum(n_s * (sum(d[:, j]) / n_s - grand) ** 2 for j in range(n_j)) / (n_j - 1)
+    terms, dfs = [], []
+    for ms, df in ((ms_a, n_s - 1), (ms_b, n_j - 1)):
+        if ms > ms_e:  # component estimate positive
+            terms.append(ms)
+            dfs.append(df)
+    n_pos = len(terms)
+    terms.append((1 - n_pos) * ms_e)
+    dfs.append((n_s - 1) * (n_j - 1))
+    total = sum(terms)
+    nu = total**2 / sum(t**2 / f for t, f in zip(terms, dfs))
+    nu = min(nu, dfs[max(range(len(terms)), key=lambda i: terms[i])])
+    se = math.sqrt(total / (n_s * n_j))
+    q = sps.t.ppf(1 - alpha / 2, nu)
+    return grand, grand - q * se, grand + q * se, 2 * sps.t.sf(abs(grand) / se, nu)
 
 
-def test_bootstrap_is_deterministic_for_its_seed() -> None:
-    values, seeds, subjects = _seeded_units(np.random.default_rng(1), 5, 6, 0.02)
-    first = stats.hierarchical_bootstrap_ci(values, seeds, subjects, rng_seed=7)
-    assert stats.hierarchical_bootstrap_ci(values, seeds, subjects, rng_seed=7) == first
-    assert stats.hierarchical_bootstrap_ci(values, seeds, subjects, rng_seed=8) != first
+@pytest.mark.parametrize("seed", range(20))
+def test_crossed_interval_matches_independent_reference(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    n_s, n_j = int(rng.integers(2, 8)), int(rng.integers(2, 12))
+    scale = rng.uniform(0, 0.05, 3)  # random mixes of seed, subject and residual variance
+    d = (
+        rng.normal(0, scale[0], (n_s, 1))
+        + rng.normal(0, scale[1], (1, n_j))
+        + rng.normal(0, scale[2] + 1e-3, (n_s, n_j))
+        + rng.normal(0, 0.02)
+    )
+    est = stats.crossed_interval(d)
+    np.testing.assert_allclose(
+        [est.mean, est.ci_low, est.ci_high, est.p_value], crossed_reference(d), rtol=1e-9, atol=1e-12
+    )
 
 
-@pytest.mark.parametrize("seed", range(5))
-def test_bootstrap_ci_contains_mean_and_zero_on_null(seed: int) -> None:
-    values, seeds, subjects = _seeded_units(np.random.default_rng(seed), 5, 6, 0.01)
-    low, high = stats.hierarchical_bootstrap_ci(values, seeds, subjects, rng_seed=seed)
-    assert low <= values.mean() <= high
-    assert low <= 0 <= high
+def test_crossed_interval_is_vectorised_over_stores() -> None:
+    d = np.random.default_rng(0).normal(size=(7, 4, 5))
+    batch = stats.crossed_interval(d)
+    for i in range(7):
+        one = stats.crossed_interval(d[i])
+        assert (one.ci_low, one.ci_high, one.p_value) == pytest.approx(
+            (batch.ci_low[i], batch.ci_high[i], batch.p_value[i])
+        )
 
 
-def test_bootstrap_wider_than_naive_subject_bootstrap_when_seeds_vary() -> None:
-    rng = np.random.default_rng(3)
-    values, seeds, subjects = _seeded_units(rng, 5, 6, seed_sd=0.05, shift=0.02)
-    low, high = stats.hierarchical_bootstrap_ci(values, seeds, subjects, rng_seed=0)
-    # Naive: seeds averaged per subject, then subjects resampled as if independent.
-    per_subject = np.array([values[subjects == s].mean() for s in range(6)])
-    draws = rng.integers(0, 6, size=(2000, 6))
-    naive_low, naive_high = np.quantile(per_subject[draws].mean(axis=1), [0.025, 0.975])
-    assert high - low > 3 * (naive_high - naive_low)
+@pytest.mark.parametrize("seed", range(10))
+def test_p_value_and_interval_agree(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    d = rng.normal(0.02, 0.03, (200, 4, 6)) + rng.normal(0, 0.03, (200, 4, 1))
+    est = stats.crossed_interval(d, 0.05)
+    excludes = (est.ci_low > 0) | (est.ci_high < 0)
+    np.testing.assert_array_equal(excludes, est.p_value < 0.05)
 
 
-def test_bootstrap_stratified_keeps_strata_balanced() -> None:
-    # Two strata with very different levels and no noise: a stratified resample never mixes them
-    # unevenly, so the CI collapses onto the mean.
-    seeds = np.repeat(np.arange(4), 4)
-    strata = np.tile([0, 0, 1, 1], 4)
-    values = np.where(strata == 0, 0.0, 1.0)
-    low, high = stats.hierarchical_bootstrap_ci(values, seeds, np.tile([0, 1, 0, 1], 4), strata)
-    assert low == pytest.approx(0.5) and high == pytest.approx(0.5)
+def test_crossed_interval_needs_two_seeds_and_two_subjects() -> None:
+    for shape in ((1, 5), (5, 1)):
+        est = stats.crossed_interval(np.ones(shape))
+        assert est.mean == 1 and np.isnan(est.ci_low) and np.isnan(est.p_value)
+
+
+def test_crossed_interval_seed_only_variance_is_the_seed_t_test() -> None:
+    # Differences that vary only by seed: the interval is the one-sample t interval of the seed means.
+    seeds = np.array([0.01, 0.05, -0.02, 0.03])
+    d = seeds[:, None] + np.zeros((4, 6))
+    d[0, 0] += 1e-9  # a tiny residual so the grid is not exactly additive
+    est = stats.crossed_interval(d)
+    reference = sps.ttest_1samp(d.mean(axis=1), 0.0)
+    assert est.p_value == pytest.approx(reference.pvalue, rel=1e-4)
+    assert est.df == pytest.approx(3)
+
+
+def test_variance_components_and_power_against_simulation() -> None:
+    from leaderboard.simulate import REGIMES, simulate_differences, unit_grids
+
+    rng = np.random.default_rng(1)
+    for components in REGIMES.values():
+        grids = unit_grids(simulate_differences(rng, 4000, 5, 8, components, effect=0.03))
+        est = stats.crossed_interval(grids)
+        pooled = stats.variance_components(
+            float(np.mean(est.ms_seed)), float(np.mean(est.ms_subject)), float(np.mean(est.ms_resid)), 5, 8
+        )
+        predicted = stats.power(pooled, 0.03, 5, 8)
+        assert predicted == pytest.approx(np.mean(est.p_value < 0.05), abs=0.05)
 
 
 @pytest.mark.parametrize(
-    ("low", "high", "seeds", "higher", "expected"),
+    ("diff", "p_holm", "seeds", "higher", "expected"),
     [
-        (-0.3, -0.1, 5, True, "negative"),
-        (0.1, 0.3, 5, True, "positive"),
-        (-0.1, 0.1, 5, True, "inconclusive"),
-        (-0.3, -0.1, 2, True, "inconclusive"),
-        (1.0, 3.0, 5, False, "negative"),
-        (-3.0, -1.0, 5, False, "positive"),
+        (-0.2, 0.01, 5, True, "negative"),
+        (0.2, 0.01, 5, True, "positive"),
+        (0.2, 0.2, 5, True, "inconclusive"),
+        (-0.2, 0.01, 2, True, "inconclusive"),
+        (2.0, 0.01, 5, False, "negative"),
+        (-2.0, 0.01, 5, False, "positive"),
+        (-0.2, float("nan"), 5, True, "inconclusive"),
     ],
 )
-def test_verdict_rules(low: float, high: float, seeds: int, higher: bool, expected: str) -> None:
-    assert stats.verdict(low, high, seeds, higher) == expected
-
-
-def test_bootstrap_estimates_the_block_mean_when_a_stratum_lacks_seeds() -> None:
-    # Task A (level 0) has 4 seeds, task B (level 1) only 2, after a failed cell: 3 blocks each, so the
-    # mean over seed-averaged blocks is 0.5, while a plain mean over units would be 1/3.
-    rng = np.random.default_rng(0)
-    seeds = np.r_[np.repeat(np.arange(4), 3), np.repeat(np.arange(2), 3)]
-    task = np.r_[np.zeros(12, int), np.ones(6, int)]
-    subjects = np.r_[np.tile(np.arange(3), 4), np.tile(np.arange(3), 2)]
-    values = task + rng.normal(0, 0.01, task.size)
-    block_mean = np.mean([values[(task == t) & (subjects == j)].mean() for t in (0, 1) for j in range(3)])
-    low, high = stats.hierarchical_bootstrap_ci(values, seeds, subjects, task, task, rng_seed=1)
-    assert low <= block_mean <= high and high - low < 0.05 and abs(block_mean - 0.5) < 0.01
+def test_verdict_rules(diff: float, p_holm: float, seeds: int, higher: bool, expected: str) -> None:
+    assert stats.verdict(diff, p_holm, seeds, 0.05, higher, ("negative", "positive")) == expected

@@ -1,0 +1,62 @@
+"""The results store's columns and their types: one schema for the writer (benchmarks) and the reader (leaderboard).
+
+Any further numeric column in a store is a score a method returned from ``result_columns()`` (e.g. ``leep``,
+``nce``); the leaderboard analyses every such column as a transferability predictor (docs/design.md §Store).
+"""
+
+from __future__ import annotations
+
+# The columns every store has had since the first release, with their types, in write order.
+REQUIRED_SCHEMA: dict[str, type] = {
+    "cell_key": str,
+    "suite": str,
+    "dataset": str,
+    "transfer": str,
+    "source_task": str,
+    "target_task": str,
+    "transfer_type": str,
+    "method": str,
+    "method_params": str,
+    "backbone": str,
+    "seed": int,
+    "few_shot": int,
+    "target_steps": int,
+    "subject_id": str,
+    "region": str,
+    "dice": float,
+    "hd95": float,
+    "status": str,
+    "error": str,
+    "code_version": str,
+    "torch_version": str,
+    "device": str,
+    "wall_s": float,
+    "created_at": str,
+}
+# Columns added later: every input that changes what a number means (a different value is a different
+# setting, never pooled), and how the cell was run. Stores written before a column existed read it as
+# missing (pandas NA), which forms one "unknown" setting.
+SETTING_SCHEMA: dict[str, type] = {
+    "lr": float,
+    "optimizer": str,
+    "schedule": str,
+    "weight_decay": float,
+    "source_steps": int,
+    "batch_size": int,
+    "augment": bool,
+    "slice_size": int,
+    "split_seed": int,
+    "dataset_options": str,
+    "data_fingerprint": str,
+    "threads": int,
+    "amp": str,
+    "compile": bool,
+    "smoke": bool,
+}
+# Columns of tuning (docs/design.md §Tuning), filled when absent: which split a row scores, which tuning trial made it
+# (-1: not a trial) and how many trials chose the method's settings (0: default settings).
+RUN_DEFAULTS: dict[str, object] = {"split": "test", "trial": -1, "tuned_trials": 0}
+# Columns that describe a run and are never a transferability score, even when numeric.
+NOT_SCORES = ("smoke", *RUN_DEFAULTS)
+# The full schema, in the order benchmarks.store writes it (its writer uses this too).
+SCHEMA: dict[str, type] = {**REQUIRED_SCHEMA, **SETTING_SCHEMA}

@@ -1,0 +1,144 @@
+"""``compare``: every method against a control, per setting and scope, from one crossed random-effects model."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from leaderboard import stats
+from leaderboard.errors import LeaderboardError
+from leaderboard.settings import assign_settings, is_smoke
+from leaderboard.units import METRICS, grids, scope_rows, scopes, wide_table
+
+COLUMNS = [
+    "setting",
+    "scope",
+    "method",
+    "control",
+    "n_units",
+    "n_seeds",
+    "mean_diff",
+    "ci_low",
+    "ci_high",
+    "p_value",
+    "p_holm",
+    "verdict",
+]
+EXTRA_COLUMNS = ["df", "transfer_type", "note"]
+
+
+def resolve_variant(name: str, variants: list[str], option: str) -> str:
+    """The variant called ``name``, or the only variant of method ``name``; else a LeaderboardError."""
+    if name in variants:
+        return name
+    matches = [v for v in variants if v.split("(", 1)[0] == name]
+    if len(matches) == 1:
+        return matches[0]
+    if matches:
+        raise LeaderboardError(f"{option} {name}: ambiguous, pick one of {', '.join(matches)}")
+    raise LeaderboardError(f"{option} {name}: unknown method (store has {', '.join(variants)})")
+
+
+def prepared(frame: pd.DataFrame, scratch: str | None, include_smoke: bool = False) -> pd.DataFrame:
+    """Test-split, non-trial rows (smoke runs out unless asked) with their ``setting`` label."""
+    rows = frame
+    if "setting" not in rows.columns:
+        rows = rows[(rows["split"] == "test") & (rows["trial"] < 0)]
+        if not include_smoke:
+            rows = rows[~is_smoke(rows)]
+        rows = assign_settings(rows, scratch)
+    return rows
+
+
+def compare(
+    frame: pd.DataFrame,
+    control: str,
+    *,
+    metric: str = "dice",
+    scratch: str | None = "scratch",
+    alpha: float = 0.05,
+    seed: int = 0,
+    include_smoke: bool = False,
+) -> pd.DataFrame:
+    """One row per (setting, scope, method): method - control, interval, p, Holm p and verdict.
+
+    ``frame`` is ``load_store``'s output (optionally filtered with ``settings.select``). The unit is a
+    test subject (its regions, transfers and target tasks in the scope averaged within each seed);
+    method and control are paired on (subject, seed) and the interval and p-value come from the
+    crossed (seed x subject) random-effects model of ``stats.crossed_interval``. Holm runs over all
+    rows. Verdict: ``worse``/``better`` (``negative``/``positive`` when the control is scratch) when
+    the Holm p < alpha with at least 3 seeds, else ``inconclusive``. ``seed`` is accepted for API
+    stability: the analytic interval draws no random numbers.
+    """
+    del seed
+    if metric not in METRICS:
+        raise LeaderboardError(f"--metric {metric}: unknown (use {', '.join(METRICS)})")
+    rows = prepared(frame, scratch, include_smoke)
+    variants = sorted(rows.loc[rows["status"] == "ok", "variant"].unique())
+    control = resolve_variant(control, variants, "--control")
+    higher = METRICS[metric]
+    words = ("negative", "positive") if control == scratch else ("worse", "better")
+    out = []
+    for setting, part in rows.groupby("setting", sort=True):
+        wide = wide_table(part, metric, scratch)
+        if control not in wide.columns:
+            continue
+        types = part.drop_duplicates("transfer").set_index("transfer")["transfer_type"]
+        tasks = wide.index.get_level_values("target_task")
+        for scope in scopes(wide):
+            units = scope_rows(wide, scope)
+            for method in [v for v in wide.columns if v != control]:
+                if scope == "all" and len(scopes(wide)) > 1 and not _everywhere(wide, tasks, [method, control]):
+                    continue  # not pooled over all target tasks when the pair lacks one: its task rows say it all
+                out.append(
+                    {"setting": setting, "scope": scope, "method": method, "control": control}
+                    | pair_result(units, method, control, alpha, types)
+                )
+    result = pd.DataFrame(out, columns=[c for c in COLUMNS if c not in ("p_holm", "verdict")] + EXTRA_COLUMNS)
+    result = result[result["n_units"] > 0].reset_index(drop=True)
+    result["p_holm"] = stats.holm(result["p_value"].to_numpy(dtype=float))
+    result["verdict"] = [
+        stats.verdict(r.mean_diff, r.p_holm, r.n_seeds, alpha, higher, words) for r in result.itertuples()
+    ]
+    return result[COLUMNS + EXTRA_COLUMNS]
+
+
+def _everywhere(wide: pd.DataFrame, tasks: pd.Index, variants: list[str]) -> bool:
+    """Whether every variant has a result on every target task of the setting."""
+    return all(wide.loc[tasks == t, v].notna().any() for t in tasks.unique() for v in variants)
+
+
+def pair_result(units: pd.DataFrame, method: str, control: str, alpha: float, types: pd.Series) -> dict:
+    """The crossed-model comparison of two variants on the units both have."""
+    g = grids(units, [method, control])
+    row = {"n_units": g.n_units, "n_seeds": g.n_seeds}
+    if not g.values:
+        return row | {
+            "mean_diff": np.nan,
+            "ci_low": np.nan,
+            "ci_high": np.nan,
+            "p_value": np.nan,
+            "df": np.nan,
+            "transfer_type": "",
+            "note": "no shared units",
+        }
+    diff = (g.values[method] - g.values[control]).to_numpy()
+    est = stats.crossed_interval(diff, alpha)
+    paired = units[[method, control]].dropna()
+    kinds = sorted({types.get(t, "none") for t in paired.index.get_level_values("transfer")} - {"none"})
+    notes = [g.note()] if g.note() else []
+    if g.n_units < 2:
+        notes.append("1 test subject: the interval cannot generalise to new subjects")
+    if g.n_seeds < 2:
+        notes.append("1 seed: the interval cannot generalise to new seeds")
+    elif g.n_seeds < stats.MIN_SEEDS:
+        notes.append(f"{g.n_seeds} seeds: cannot establish a difference (at least {stats.MIN_SEEDS})")
+    return row | {
+        "mean_diff": float(est.mean),
+        "ci_low": float(est.ci_low),
+        "ci_high": float(est.ci_high),
+        "p_value": float(est.p_value),
+        "df": float(est.df),
+        "transfer_type": ", ".join(kinds),
+        "note": "; ".join(notes),
+    }

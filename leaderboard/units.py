@@ -1,0 +1,100 @@
+"""From store rows of one setting to (seed x test subject) grids: the independent units of a comparison.
+
+A *block* is one (target task, transfer, test subject, region); the *unit* is the test subject: within
+each seed, all its blocks inside a comparison's scope are averaged (docs/design.md §statistics). Scratch
+has no source, so its result on a target task is paired with every transfer into that task.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pandas as pd
+
+BLOCK = ["target_task", "transfer", "subject_id", "region"]
+UNIT_INDEX = [*BLOCK, "seed"]
+# Metric name -> whether higher values are better.
+METRICS = {"dice": True, "hd95": False}
+
+
+def wide_table(rows: pd.DataFrame, metric: str, scratch: str | None) -> pd.DataFrame:
+    """The metric of one setting's ok rows: index UNIT_INDEX, one column per variant (NaN where absent)."""
+    ok = rows[rows["status"] == "ok"]
+    is_scratch = ok["variant"] == scratch
+    transfers = ok.loc[~is_scratch, ["target_task", "transfer"]].drop_duplicates()
+    scratch_rows = ok[is_scratch]
+    if not transfers.empty and not scratch_rows.empty:
+        scratch_rows = scratch_rows.drop(columns="transfer").merge(transfers, on="target_task")
+    long = pd.concat([ok[~is_scratch], scratch_rows], ignore_index=True)
+    wide = long.pivot_table(index=UNIT_INDEX, columns="variant", values=metric, aggfunc="mean", observed=True)
+    wide.columns.name = None
+    return wide
+
+
+@dataclass(frozen=True)
+class Grids:
+    """Per variant a (seed x subject) DataFrame of block-averaged values, on one complete grid."""
+
+    values: dict[str, pd.DataFrame]
+    dropped_seeds: list
+    dropped_blocks: int
+
+    @property
+    def n_seeds(self) -> int:
+        return len(next(iter(self.values.values())).index) if self.values else 0
+
+    @property
+    def n_units(self) -> int:
+        return len(next(iter(self.values.values())).columns) if self.values else 0
+
+    def note(self) -> str:
+        """What was left out to make the grid complete, or ''."""
+        parts = []
+        if self.dropped_seeds:
+            parts.append(f"seed(s) {', '.join(map(str, self.dropped_seeds))} left out (a block lacks them)")
+        if self.dropped_blocks:
+            parts.append(f"{self.dropped_blocks} block(s) left out (they lack a seed)")
+        return "; ".join(parts)
+
+
+def grids(wide: pd.DataFrame, variants: list[str]) -> Grids:
+    """Complete-case (block x seed) grid on which every variant has a value, averaged to (seed, subject).
+
+    Complete cases: a block lacking a seed (a failed or missing cell) either loses that seed for every
+    block or is itself left out, whichever keeps more (block, seed) values; ties keep the blocks.
+    """
+    data = wide[variants].dropna()
+    if data.empty:
+        return Grids({}, [], 0)
+    presence = pd.Series(1.0, index=data.index).unstack("seed")
+    full_seeds = presence.columns[presence.notna().all(axis=0)]
+    full_blocks = presence.index[presence.notna().all(axis=1)]
+    by_seeds = len(full_seeds) * len(presence.index)
+    by_blocks = len(full_blocks) * len(presence.columns)
+    seeds = list(presence.columns)
+    blocks_kept = presence.index
+    if by_seeds >= by_blocks:
+        seeds = list(full_seeds)
+    else:
+        blocks_kept = full_blocks
+    dropped_seeds = [s for s in presence.columns if s not in seeds]
+    keep = data.index.droplevel("seed").isin(blocks_kept) & data.index.get_level_values("seed").isin(seeds)
+    data = data[keep]
+    if data.empty:
+        return Grids({}, dropped_seeds, len(presence.index) - len(blocks_kept))
+    means = data.groupby(level=["seed", "subject_id"], observed=True).mean()
+    values = {v: means[v].unstack("subject_id") for v in variants}
+    return Grids(values, dropped_seeds, len(presence.index) - len(blocks_kept))
+
+
+def scope_rows(wide: pd.DataFrame, scope: str) -> pd.DataFrame:
+    """The units of a scope: ``all`` or one target task."""
+    if scope == "all":
+        return wide
+    return wide[wide.index.get_level_values("target_task") == scope]
+
+
+def scopes(wide: pd.DataFrame) -> list[str]:
+    """``all`` followed by each target task; only ``all`` when there is one target task (the same units)."""
+    tasks = sorted(wide.index.get_level_values("target_task").unique())
+    return ["all", *tasks] if len(tasks) > 1 else ["all"]
