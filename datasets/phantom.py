@@ -63,18 +63,26 @@ def _scanner(seed: int, group: int) -> dict:
     }
 
 
-def _anatomy(rng: np.random.Generator, shape: tuple[int, int, int]) -> tuple[np.ndarray, np.ndarray]:
-    """Tissue map (-1 outside the brain, else CSF/GM/WM/NCR/ED/ET codes) and the BraTS label map."""
+def _anatomy(
+    rng: np.random.Generator, shape: tuple[int, int, int], shared: np.random.Generator | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Tissue map (-1 outside the brain, else CSF/GM/WM/NCR/ED/ET codes) and the BraTS label map.
+
+    ``shared`` (aligned phantom): a generator seeded the same for every subject draws the brain's shape,
+    deformation and folding and the tumour's site, so subjects correspond voxel by voxel (as atlas-registered
+    BraTS/FeTS scans do) and only the tumour's jitter, size and lobulation vary. ``None``: all from ``rng``.
+    """
+    brain_rng = rng if shared is None else shared
     dims = np.asarray(shape, dtype=float)
-    centre = (dims - 1) / 2 + rng.uniform(-0.04, 0.04, 3) * dims
-    axes = dims / 2 * rng.uniform(0.78, 0.9, 3)
+    centre = (dims - 1) / 2 + brain_rng.uniform(-0.04, 0.04, 3) * dims
+    axes = dims / 2 * brain_rng.uniform(0.78, 0.9, 3)
     grid = np.stack(np.meshgrid(*(np.arange(n, dtype=float) for n in shape), indexing="ij"))
     # Smooth random displacement field (voxels): the anatomy is evaluated at warped coordinates.
     amp = 0.08 * float(axes.min())
-    warped = grid + np.stack([amp * _smooth_noise(rng, shape, float(dims.min()) / 5) for _ in range(3)])
+    warped = grid + np.stack([amp * _smooth_noise(brain_rng, shape, float(dims.min()) / 5) for _ in range(3)])
     rel = (warped - centre[:, None, None, None]) / axes[:, None, None, None]
     rho = np.sqrt((rel**2).sum(0))  # normalised ellipsoid radius: brain is rho <= 1
-    fold = _smooth_noise(rng, shape, 1.5)  # gyrification of the grey/white boundary
+    fold = _smooth_noise(brain_rng, shape, 1.5)  # gyrification of the grey/white boundary
     tissue = np.full(shape, -1, dtype=np.int8)
     tissue[rho <= 1.0] = CSF
     tissue[rho <= 0.92] = GM
@@ -84,12 +92,16 @@ def _anatomy(rng: np.random.Generator, shape: tuple[int, int, int]) -> tuple[np.
         v = rel - np.array([side * 0.2, 0.05, 0.05])[:, None, None, None]
         tissue[((v / np.array([0.14, 0.4, 0.3])[:, None, None, None]) ** 2).sum(0) <= 1.0] = CSF
     # Tumour: lobulated blob; size varies (a quarter of the subjects get a small one).
-    while True:
-        t_rel = rng.uniform(-0.6, 0.6, 3)
-        if np.sqrt((t_rel**2).sum()) <= 0.6:
-            break
+    if shared is None:
+        while True:
+            t_rel = rng.uniform(-0.6, 0.6, 3)
+            if np.sqrt((t_rel**2).sum()) <= 0.6:
+                break
+        small = rng.random() < 0.25
+    else:  # one site for every subject (off-centre, in the white matter), moved by a few voxels at most
+        t_rel = np.array([0.3, -0.2, 0.1]) + rng.uniform(-0.05, 0.05, 3)
+        small = False
     t_centre = centre + t_rel * axes
-    small = rng.random() < 0.25
     radius = float(np.exp(np.log(axes).mean())) * (rng.uniform(0.08, 0.15) if small else rng.uniform(0.15, 0.42))
     d = np.sqrt(((warped - t_centre[:, None, None, None]) ** 2).sum(0)) / radius
     d = d * (1.0 + 0.3 * _smooth_noise(rng, shape, max(radius / 2, 1.0)))
@@ -122,14 +134,15 @@ def _render(
     return np.where(tissue >= 0, image, 0.0).astype(np.float32)  # skull-stripped: 0 outside the brain
 
 
-def _params(n_subjects: int, n_groups: int, shape: tuple[int, int, int], seed: int) -> dict:
-    return {
+def _params(n_subjects: int, n_groups: int, shape: tuple[int, int, int], seed: int, aligned: bool) -> dict:
+    params = {
         "version": PHANTOM_VERSION,
         "n_subjects": n_subjects,
         "n_groups": n_groups,
         "shape": list(shape),
         "seed": seed,
     }
+    return {**params, "aligned": True} if aligned else params  # the default's marker stays as it was
 
 
 def _save(array: np.ndarray, path: Path) -> None:
@@ -144,8 +157,12 @@ def generate_phantom(
     n_groups: int = 4,
     shape: tuple[int, int, int] = (64, 64, 32),
     seed: int = 0,
+    aligned: bool = False,
 ) -> Path:
     """Write the phantom at ``root`` in the FeTS 2021 layout; deterministic in ``seed``.
+
+    ``aligned``: every subject has the same brain and tumour site (see ``_anatomy``), for the location-level
+    TRM map, which assumes per-pixel anatomical correspondence; the default phantom's brains and tumours move.
 
     Subject i belongs to partition ``i % n_groups`` (``partitioning_1.csv``);
     ``partitioning_2.csv`` splits each partition in two. Built in a temporary
@@ -158,7 +175,7 @@ def generate_phantom(
         raise DataError(
             f"phantom: need n_subjects, n_groups >= 1 and a 3D shape >= 8; got {n_subjects}, {n_groups}, {shape}"
         )
-    params = _params(n_subjects, n_groups, tuple(int(s) for s in shape), seed)
+    params = _params(n_subjects, n_groups, tuple(int(s) for s in shape), seed, aligned)
 
     def build(tmp: Path) -> None:
         rows1, rows2 = [], []
@@ -168,7 +185,8 @@ def generate_phantom(
             rows1.append((sid, f"{group + 1:02d}"))
             rows2.append((sid, f"{2 * group + (i // n_groups) % 2 + 1:02d}"))
             rng = np.random.default_rng([seed, i])
-            tissue, label = _anatomy(rng, tuple(params["shape"]))
+            shared = np.random.default_rng([seed, 7_777_777]) if aligned else None  # same stream for each subject
+            tissue, label = _anatomy(rng, tuple(params["shape"]), shared)
             scanner = _scanner(seed, group)
             jitter = rng.uniform(0.97, 1.03, size=6)  # per-subject biological variation
             folder = tmp / sid
@@ -184,6 +202,7 @@ def generate_phantom(
     return generate_once(root, params, "phantom", build)
 
 
-def phantom_root(cache_dir: Path, seed: int = 0) -> Path:
-    """``cache_dir/phantom-v{PHANTOM_VERSION}-s{seed}``, generated with the default parameters if absent."""
-    return generate_phantom(Path(cache_dir) / f"phantom-v{PHANTOM_VERSION}-s{seed}", seed=seed)
+def phantom_root(cache_dir: Path, seed: int = 0, aligned: bool = False) -> Path:
+    """``cache_dir/phantom-v{PHANTOM_VERSION}-s{seed}[-aligned]``, generated with the default parameters if absent."""
+    name = f"phantom-v{PHANTOM_VERSION}-s{seed}" + ("-aligned" if aligned else "")
+    return generate_phantom(Path(cache_dir) / name, seed=seed, aligned=aligned)

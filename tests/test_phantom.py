@@ -162,9 +162,42 @@ def test_concurrent_generation(tmp_path: Path) -> None:
 
 def test_phantom_root_name(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     seen = []
-    monkeypatch.setattr(ph, "generate_phantom", lambda root, seed: seen.append((root, seed)) or root)
+    monkeypatch.setattr(ph, "generate_phantom", lambda root, seed, aligned: seen.append((root, seed, aligned)) or root)
     assert ph.phantom_root(tmp_path, seed=5) == tmp_path / "phantom-v2-s5"
-    assert seen == [(tmp_path / "phantom-v2-s5", 5)]
+    assert ph.phantom_root(tmp_path, aligned=True) == tmp_path / "phantom-v2-s0-aligned"
+    assert seen == [(tmp_path / "phantom-v2-s5", 5, False), (tmp_path / "phantom-v2-s0-aligned", 0, True)]
+
+
+def test_aligned_subjects_share_the_brain_and_the_tumour_site(tmp_path: Path) -> None:
+    params = {"n_subjects": 4, "n_groups": 2, "shape": (32, 32, 16), "seed": 0}
+    root = ph.generate_phantom(tmp_path / "a", **params, aligned=True)
+    brains = [_read(root, sid, "t1") > 0 for sid in _ids(4)]
+    assert all(np.array_equal(brains[0], b) for b in brains[1:])  # one brain shape for every subject
+    cores = [np.argwhere(_read(root, sid, "seg") > 0).mean(0) for sid in _ids(4)]
+    spread = np.ptp(np.stack(cores), axis=0)
+    assert spread.max() < 4  # the tumour moves by a few voxels at most
+    assert not np.array_equal(_read(root, _ids(1)[0], "seg"), _read(root, _ids(2)[1], "seg"))  # not copies
+    moving = ph.generate_phantom(tmp_path / "m", **params)
+    moved = [np.argwhere(_read(moving, sid, "seg") > 0).mean(0) for sid in _ids(4)]
+    assert np.ptp(np.stack(moved), axis=0).max() > spread.max()  # the default phantom's tumours move
+    with pytest.raises(DataError, match="aligned"):
+        ph.generate_phantom(root, **params)  # the marker tells the two variants apart
+
+
+def test_phantom_adapter_option_aligned(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from datasets import fets
+
+    params = {"n_subjects": 8, "n_groups": 2, "shape": (16, 16, 8), "seed": 0}
+    default = ph.generate_phantom(tmp_path / "phantom-v2-s0", **params)
+    aligned = ph.generate_phantom(tmp_path / "phantom-v2-s0-aligned", **params, aligned=True)
+    monkeypatch.setattr(
+        fets, "generate_phantom", lambda root, aligned: ph.generate_phantom(root, **params, aligned=aligned)
+    )
+    assert fets.Phantom(default).root == default
+    assert fets.Phantom(default, aligned="true").root == aligned
+    assert fets.Phantom(default, aligned=False).root == default
+    with pytest.raises(DataError, match="aligned"):
+        fets.Phantom(default, aligned="maybe")
 
 
 def test_bad_parameters(tmp_path: Path) -> None:

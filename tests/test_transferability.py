@@ -1,4 +1,4 @@
-"""methods.transferability against an independent float64 numpy reference written the plain way.
+"""methods.transferability, its kernels and its driver against independent float64 numpy references (plain loops).
 
 Set NTBENCH_COMPILE=1 to run the same checks through the torch.compile path (slow: compiles per shape).
 """
@@ -11,6 +11,8 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+from methods import leep_driver as driver
+from methods import leep_kernels as kernels
 from methods import transferability as tr
 
 EPS = 1e-12
@@ -164,14 +166,14 @@ def test_joint_adds_over_batches(case):
 
 
 def test_blocks_split_large_images_and_non_contiguous_input(monkeypatch):
-    monkeypatch.setattr(tr, "_block_pixels", lambda device: 64)  # force many blocks, some inside one image
+    monkeypatch.setattr(kernels, "block_pixels", lambda device: 64)  # force many blocks, some inside one image
     probs, labels = make_inputs(3, 4, 3, (10, 13), 1, seed=3)
     p, y = probs.numpy(), labels.numpy()
     np.testing.assert_allclose(tr.leep_joint(probs, labels, 3).numpy(), ref_joint(p, y, 3), atol=1e-9)
     assert tr.segmentation_leep(probs, labels, 3) == pytest.approx(ref_leep(p, y, 3), abs=1e-9)
     channel_last = probs.permute(0, 2, 3, 1).contiguous().permute(0, 3, 1, 2)
     assert tr.segmentation_leep(channel_last, labels, 3) == pytest.approx(ref_leep(p, y, 3), abs=1e-9)
-    monkeypatch.setattr(tr, "_block_pixels", lambda device: 7)  # blocks that do not divide the image
+    monkeypatch.setattr(kernels, "block_pixels", lambda device: 7)  # blocks that do not divide the image
     cond = tr.leep_conditional(tr.leep_joint(probs, labels, 3))
     e = tr.expected_empirical_prediction(probs, labels, cond)
     np.testing.assert_allclose(e.numpy(), ref_expected(p, y, cond.numpy()), atol=1e-9)
@@ -270,13 +272,13 @@ def test_driver_streams_like_one_big_batch(batch_size):
     e = tr.expected_empirical_prediction(probs, data.labels, cond)
 
     loader = DataLoader(data, batch_size=batch_size, shuffle=False)
-    joint, counts = tr.compute_joint(model, loader, c, "cpu")
+    joint, counts = driver.compute_joint(model, loader, c, "cpu")
     np.testing.assert_allclose(joint.numpy(), joint_ref.numpy(), rtol=1e-6, atol=1e-6)
     assert torch.equal(counts, tr.nce_counts(probs.argmax(1), data.labels, k, c))
 
     shuffled = DataLoader(data, batch_size=batch_size, shuffle=True, generator=torch.Generator().manual_seed(2))
     for risk, weighting in [("complement", "linear"), ("neglog", "exp")]:
-        maps, leep = tr.compute_risk_maps(model, shuffled, cond, risk, weighting, 1.0, 2.0, device="cpu")
+        maps, leep = driver.compute_risk_maps(model, shuffled, cond, risk, weighting, 1.0, 2.0, device="cpu")
         assert maps.dtype == np.float16 and maps.shape == (10, 8, 9)
         expected = tr.pixel_weights(tr.risk_map(e, risk), weighting, 1.0, 2.0)
         np.testing.assert_allclose(maps.astype(np.float64), expected.numpy(), atol=2e-3)  # float16 storage
@@ -288,13 +290,13 @@ def test_driver_on_cuda_matches_cpu():
     k, c = 5, 3
     data, model = Slices(10, (8, 9), c), tiny_model(k)
     loader = DataLoader(data, batch_size=3, shuffle=False)
-    joint, counts = tr.compute_joint(model, loader, c, "cpu")
-    maps, leep = tr.compute_risk_maps(model, loader, tr.leep_conditional(joint), device="cpu")
+    joint, counts = driver.compute_joint(model, loader, c, "cpu")
+    maps, leep = driver.compute_risk_maps(model, loader, tr.leep_conditional(joint), device="cpu")
     model.cuda()
-    joint_gpu, counts_gpu = tr.compute_joint(model, loader, c, "cuda")
+    joint_gpu, counts_gpu = driver.compute_joint(model, loader, c, "cuda")
     assert joint_gpu.device.type == "cuda" and torch.equal(counts_gpu.cpu(), counts)
     np.testing.assert_allclose(joint_gpu.cpu().numpy(), joint.numpy(), rtol=1e-5)
-    maps_gpu, leep_gpu = tr.compute_risk_maps(model, loader, tr.leep_conditional(joint_gpu), device="cuda")
+    maps_gpu, leep_gpu = driver.compute_risk_maps(model, loader, tr.leep_conditional(joint_gpu), device="cuda")
     np.testing.assert_allclose(maps_gpu.astype(np.float64), maps.astype(np.float64), atol=2e-3)
     assert leep_gpu == pytest.approx(leep, abs=1e-5)
 
@@ -302,16 +304,16 @@ def test_driver_on_cuda_matches_cpu():
 def test_driver_rejects_bad_labels_and_incomplete_loaders():
     data, model = Slices(6, (5, 5), 3), tiny_model(4)
     with pytest.raises(ValueError, match="labels must lie in 0..1"):
-        tr.compute_joint(model, DataLoader(data, batch_size=4), 2, "cpu")
+        driver.compute_joint(model, DataLoader(data, batch_size=4), 2, "cpu")
     cond = tr.leep_conditional(torch.rand(3, 4, dtype=torch.float64))
     with pytest.raises(ValueError, match="labels must lie in 0..1"):
-        tr.compute_risk_maps(model, DataLoader(data, batch_size=4), cond[:2], device="cpu")
+        driver.compute_risk_maps(model, DataLoader(data, batch_size=4), cond[:2], device="cpu")
     with pytest.raises(ValueError, match="every dataset index"):
-        tr.compute_risk_maps(model, DataLoader(data, batch_size=4, drop_last=True), cond, device="cpu")
+        driver.compute_risk_maps(model, DataLoader(data, batch_size=4, drop_last=True), cond, device="cpu")
     with pytest.raises(ValueError, match="source classes"):
-        tr.compute_risk_maps(model, DataLoader(data, batch_size=4), cond[:, :3], device="cpu")
+        driver.compute_risk_maps(model, DataLoader(data, batch_size=4), cond[:, :3], device="cpu")
     with pytest.raises(ValueError, match="no batches"):
-        tr.compute_joint(model, [], 3, "cpu")
+        driver.compute_joint(model, [], 3, "cpu")
 
 
 # --- bad inputs -------------------------------------------------------------------------------------------
@@ -392,20 +394,159 @@ def test_other_bad_inputs():
 
 
 def test_auto_compiles_only_large_cpu_inputs(monkeypatch):
-    monkeypatch.delenv(tr.COMPILE_ENV, raising=False)
+    monkeypatch.delenv(kernels.COMPILE_ENV, raising=False)
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
-    assert not tr._use_compile(None, tr.COMPILE_MIN_PIXELS - 1, cpu)
-    assert tr._use_compile(None, tr.COMPILE_MIN_PIXELS, cpu)
-    assert not tr._use_compile(None, 1 << 40, cuda)  # never pays back on a GPU (tests/perf)
-    assert tr._use_compile(True, 1, cpu) and not tr._use_compile(False, 1 << 40, cpu)
-    monkeypatch.setenv(tr.COMPILE_ENV, "1")
-    assert tr._use_compile(None, 1, cuda)
-    monkeypatch.setenv(tr.COMPILE_ENV, "0")
-    assert not tr._use_compile(None, 1 << 40, cpu)
+    assert not kernels.use_compile(None, kernels.COMPILE_MIN_PIXELS - 1, cpu)
+    assert kernels.use_compile(None, kernels.COMPILE_MIN_PIXELS, cpu)
+    assert not kernels.use_compile(None, 1 << 40, cuda)  # never pays back on a GPU (tests/perf)
+    assert kernels.use_compile(True, 1, cpu) and not kernels.use_compile(False, 1 << 40, cpu)
+    monkeypatch.setenv(kernels.COMPILE_ENV, "1")
+    assert kernels.use_compile(None, 1, cuda)
+    monkeypatch.setenv(kernels.COMPILE_ENV, "0")
+    assert not kernels.use_compile(None, 1 << 40, cpu)
 
 
 def test_compile_env_is_validated(monkeypatch):
-    monkeypatch.setenv(tr.COMPILE_ENV, "maybe")
+    monkeypatch.setenv(kernels.COMPILE_ENV, "maybe")
     probs, labels = make_inputs(1, 3, 2, (4, 4), None)
-    with pytest.raises(ValueError, match=tr.COMPILE_ENV):
+    with pytest.raises(ValueError, match=kernels.COMPILE_ENV):
         tr.leep_joint(probs, labels, 2)
+
+
+# --- inputs without background, rare background in float32 (issue 11: no row is a difference) --------------
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_inputs_without_background_match_reference(dtype):
+    probs, labels = make_inputs(3, 4, 3, (9, 11), 2, seed=5, dtype=dtype)
+    labels = labels.clamp(min=1)  # no pixel of class 0
+    p, y = probs.double().numpy(), labels.numpy()
+    joint = tr.leep_joint(probs, labels, 3)
+    assert torch.all(joint[0] == 0)  # exactly zero, never -4e-16
+    np.testing.assert_allclose(joint.numpy(), ref_joint(p, y, 3), rtol=1e-6, atol=1e-9)
+    cond = tr.leep_conditional(joint)  # raised "joint must be non-negative" when row 0 was a difference
+    np.testing.assert_allclose(cond.numpy(), ref_conditional(ref_joint(p, y, 3)), atol=1e-7)
+    tol = 1e-9 if dtype == torch.float64 else 1e-6
+    assert tr.segmentation_leep(probs, labels, 3) == pytest.approx(ref_leep(p, y, 3), abs=tol)
+    loc = tr.location_leep_map(probs, labels, 3, 3)
+    np.testing.assert_allclose(loc.numpy(), ref_location_map(p, y, 3, 3), atol=1e-9 if tol == 1e-9 else 1e-5)
+
+
+def test_float32_background_row_is_accurate_when_background_is_rare():
+    gen = torch.Generator().manual_seed(0)
+    probs = torch.softmax(3 * torch.randn(2, 4, 128, 128, generator=gen), 1)
+    labels = torch.randint(1, 3, (2, 128, 128), generator=gen)
+    labels[0, :2, :3] = 0  # six background pixels among 32768
+    ref = ref_joint(probs.double().numpy(), labels.numpy(), 3)
+    joint = tr.leep_joint(probs, labels, 3)
+    np.testing.assert_allclose(joint[0].numpy(), ref[0], rtol=1e-5)  # the difference of totals was ~1e-3 off
+    cond = tr.leep_conditional(joint)
+    e = tr.expected_empirical_prediction(probs, labels, cond)[labels == 0].double().numpy()
+    ref_e = ref_expected(probs.double().numpy(), labels.numpy(), ref_conditional(ref)).reshape(labels.shape)
+    np.testing.assert_allclose(e, ref_e[labels.numpy() == 0], rtol=1e-5)
+
+
+# --- location-level LEEP map (Tan et al., ICIP 2023) --------------------------------------------------------
+
+
+def ref_window_leep(x: np.ndarray, y: np.ndarray, num_classes: int) -> float:
+    """LEEP of samples x (n, K), labels y (n,), loop by loop as Tan et al.'s `LEEP` (float64)."""
+    k = x.shape[1]
+    p_yz, p_z = np.zeros((num_classes, k)), np.zeros(k)
+    for xi, yi in zip(x, y):
+        p_z += xi
+        p_yz[yi] += xi
+    cond = np.zeros((num_classes, k))
+    for z in range(k):
+        if p_z[z] > 0:
+            cond[:, z] = p_yz[:, z] / p_z[z]
+    return float(np.mean([np.log(max(sum(cond[yi, z] * xi[z] for z in range(k)), EPS)) for xi, yi in zip(x, y)]))
+
+
+def ref_location_map(probs: np.ndarray, labels: np.ndarray, num_classes: int, stride: int) -> np.ndarray:
+    n, k, height, width = probs.shape
+    out = np.zeros((height // stride, width // stride))
+    for a in range(height // stride):
+        for b in range(width // stride):
+            rows, cols = slice(a * stride, (a + 1) * stride), slice(b * stride, (b + 1) * stride)
+            x = probs[:, :, rows, cols].astype(np.float64).transpose(0, 2, 3, 1).reshape(-1, k)
+            out[a, b] = ref_window_leep(x, labels[:, rows, cols].reshape(-1), num_classes)
+    return out
+
+
+@pytest.mark.parametrize(
+    ("batch", "k", "c", "shape", "dead", "stride"),
+    [(3, 5, 3, (11, 13), 1, 1), (4, 2, 4, (8, 8), None, 2), (2, 4, 2, (10, 7), 0, 3), (5, 3, 3, (12, 12), 2, 5)],
+)
+def test_location_leep_map_matches_per_window_reference(batch, k, c, shape, dead, stride):
+    probs, labels = make_inputs(batch, k, c, shape, dead, seed=stride)
+    ref = ref_location_map(probs.numpy(), labels.numpy(), c, stride)
+    got = tr.location_leep_map(probs, labels, c, stride)
+    assert got.dtype == torch.float64 and got.shape == (shape[0] // stride, shape[1] // stride)
+    np.testing.assert_allclose(got.numpy(), ref, atol=1e-9, rtol=0)
+    got32 = tr.location_leep_map(probs.float(), labels.to(torch.uint8), c, stride)
+    np.testing.assert_allclose(
+        got32.numpy(), ref_location_map(probs.float().numpy(), labels.numpy(), c, stride), atol=1e-5
+    )
+
+
+def test_location_map_streams_over_images_and_batches(monkeypatch):
+    probs, labels = make_inputs(7, 3, 3, (9, 10), None, seed=9)
+    whole = tr.location_leep_map(probs, labels, 3, 2)
+    monkeypatch.setattr(kernels, "block_pixels", lambda device: 1)  # one image per chunk
+    np.testing.assert_allclose(tr.location_leep_map(probs, labels, 3, 2).numpy(), whole.numpy(), atol=1e-12)
+    joint = sum(tr.location_joint(probs[i : i + 2], labels[i : i + 2], 3, 2) for i in range(0, 7, 2))
+    cond = tr.location_conditional(joint)
+    log_sum = sum(tr.location_log_e_sum(probs[i : i + 3], labels[i : i + 3], cond, 2) for i in range(0, 7, 3))
+    np.testing.assert_allclose((log_sum / (7 * 4)).numpy(), whole.numpy(), atol=1e-12)
+
+
+@pytest.mark.parametrize("batch_size", [1, 4])
+def test_driver_location_map_matches_one_big_batch(batch_size):
+    data, model = Slices(9, (8, 10), 3), tiny_model(4)
+    with torch.no_grad():
+        probs = torch.softmax(model(data.images), 1)
+    loader = DataLoader(data, batch_size=batch_size, shuffle=False)
+    got = driver.compute_location_map(model, loader, 3, 3, "cpu")
+    np.testing.assert_allclose(got.numpy(), tr.location_leep_map(probs, data.labels, 3, 3).numpy(), atol=1e-6)
+
+
+@pytest.mark.parametrize("stride", [0, -1, 9, True, 2.0])
+def test_location_map_rejects_bad_strides(stride):
+    probs, labels = make_inputs(2, 3, 2, (8, 9), None)
+    with pytest.raises(ValueError, match="stride"):
+        tr.location_leep_map(probs, labels, 2, stride)
+
+
+def test_location_map_needs_2d_images():
+    probs, labels = make_inputs(2, 3, 2, (4, 5, 6), None)
+    with pytest.raises(ValueError, match="2D"):
+        tr.location_leep_map(probs, labels, 2, 2)
+
+
+def test_location_weights_are_inverse_geometric_mean_and_fill_the_remainder():
+    leep = torch.tensor([[-0.5, -1.0], [-2.0, -0.1]], dtype=torch.float64)
+    w = tr.location_weights(leep, (8, 7), 3)  # windows cover rows 0..5 and columns 0..5
+    assert w.shape == (8, 7)
+    expected = np.exp(-leep.numpy())  # Tan et al.'s is_weight_map: exp(-LEEP)
+    nearest_row = [0, 0, 0, 1, 1, 1, 1, 1]
+    nearest_col = [0, 0, 0, 1, 1, 1, 1]
+    np.testing.assert_allclose(w.numpy(), expected[np.ix_(nearest_row, nearest_col)], rtol=1e-12)
+    linear = tr.location_weights(leep, (6, 6), 3, "complement", "linear", 2.0)
+    np.testing.assert_allclose(linear.numpy()[::3, ::3], 1 + 2 * (1 - np.exp(leep.numpy())), rtol=1e-12)
+
+
+def test_inverse_weights_from_e_are_capped():
+    e = torch.tensor([[1.0, 0.5, 1e-6]], dtype=torch.float64)
+    np.testing.assert_allclose(tr.weights_from_e(e, weighting="inverse").numpy(), [[1.0, 2.0, 1 / tr.INVERSE_FLOOR]])
+    with pytest.raises(ValueError, match="weights_from_e"):
+        tr.pixel_weights(e, "inverse")
+
+
+@CUDA
+def test_location_map_on_cuda_matches_reference():
+    probs, labels = make_inputs(3, 4, 3, (12, 10), 1, seed=4)
+    ref = ref_location_map(probs.numpy(), labels.numpy(), 3, 4)
+    np.testing.assert_allclose(tr.location_leep_map(probs.cuda(), labels.cuda(), 3, 4).cpu().numpy(), ref, atol=1e-9)
+    got32 = tr.location_leep_map(probs.float().cuda(), labels.cuda(), 3, 4).cpu().numpy()
+    np.testing.assert_allclose(got32, ref_location_map(probs.float().numpy(), labels.numpy(), 3, 4), atol=1e-5)
