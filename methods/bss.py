@@ -7,21 +7,19 @@ from typing import Any
 import torch
 from torch import nn
 
-from methods.base import HParam, Method, register_method
+from methods.base import HParam, Method, RunContext, Space, register_method
 from methods.features import FeatureCapture, require, require_attr
 from methods.losses import base_loss
 
 
 def bss_penalty(features: torch.Tensor, k: int) -> torch.Tensor:
-    """Sum of the k smallest squared singular values of the (B, C) feature matrix; 0 when min(B, C) <= k.
+    """Sum of the k smallest squared singular values of the (B, C) feature matrix, whatever min(B, C) is.
 
-    With min(B, C) <= k every singular value would be shrunk, i.e. the features themselves rather than
-    their spectral tail, so such a batch (e.g. a last batch of one slice) carries no penalty.
+    As in the reference (thuml tllib ``BatchSpectralShrinkage``), a batch with min(B, C) <= k is penalised
+    too: all its min(B, C) singular values (the reference's index wraps around and counts some twice).
     """
     # Chen et al. 2019, BSS regulariser: L_bss(F) = sum_{i=1..k} sigma_{-i}(F)^2 (sigma_{-i}: i-th smallest).
     sigma = torch.linalg.svdvals(features.float())  # descending
-    if sigma.numel() <= k:
-        return sigma.new_zeros(())
     return sigma[-k:].pow(2).sum()
 
 
@@ -29,9 +27,10 @@ def bss_penalty(features: torch.Tensor, k: int) -> torch.Tensor:
 class BSS(Method):
     """Fine-tuning + eta * L_bss on the globally average-pooled bottleneck features of each batch."""
 
+    requires = ("encoder_stages",)
     hparams = {
-        "k": HParam(1, "number of smallest singular values penalised"),
-        "eta": HParam(0.001, "weight of the spectral-shrinkage penalty"),
+        "k": HParam(1, "number of smallest singular values penalised", space=Space("int", 1, 4)),
+        "eta": HParam(0.001, "weight of the spectral-shrinkage penalty", space=Space("log", 1e-4, 1e-1)),
     }
 
     def __init__(self, **params: Any) -> None:
@@ -42,10 +41,9 @@ class BSS(Method):
         require(eta >= 0, self.name, f"eta={eta} must be >= 0")
         self._capture: FeatureCapture | None = None
 
-    def prepare(
-        self, source_model: nn.Module | None, target_model: nn.Module, train_data: Any, device: torch.device
-    ) -> None:
-        super().prepare(source_model, target_model, train_data, device)
+    def prepare(self, run: RunContext) -> None:
+        target_model = run.target_model
+        super().prepare(run)
         require_attr(self.name, target_model, "encoder_stages")
         self._capture = FeatureCapture(self.name, target_model, target_model.encoder_stages[-1:])
 

@@ -11,26 +11,35 @@ from typing import Any
 import torch
 from torch import nn
 
-from methods.base import HParam, Method, register_method
+from methods.base import HParam, Method, RunContext, Space, register_method
 from methods.features import FeatureCapture, require, require_attr, require_source
 from methods.l2sp import split_transferred, squared_norm, trainable_without_decay
 from methods.losses import base_loss
 
 
 def feature_distance(target: list[torch.Tensor], source: list[torch.Tensor]) -> torch.Tensor:
-    """Mean over stages of ||F_t - F_s||^2 / numel(F): each stage counts equally whatever its size."""
+    """Sum over stages of 0.5 ||F_t - F_s||^2, summed over batch, channels and positions (no normalisation)."""
     # Li et al. 2019, DELTA behavioural regulariser Omega'(w) = sum_j ||FM_j(w, x) - FM_j(w*, x)||^2 with unit
-    # channel weights; normalised here by element count (mean) and averaged over stages.
-    return torch.stack([(t.float() - s.float()).pow(2).mean() for t, s in zip(target, source, strict=True)]).mean()
+    # channel weights, as lixingjian/DELTA train.py reg_fea_map computes it: 0.5 * torch.norm(fm_t - fm_s) ** 2.
+    return sum(0.5 * (t.float() - s.float()).pow(2).sum() for t, s in zip(target, source, strict=True))
 
 
 @register_method("delta")
 class DELTA(Method):
     """Fine-tuning + alpha * distance of encoder-stage outputs to the frozen source's on the same batch."""
 
+    requires = ("encoder_stages",)
     hparams = {
-        "alpha": HParam(0.01, "weight of the encoder feature-map distance to the source (MSE, mean over stages)"),
-        "beta": HParam(0.01, "weight of beta/2 ||w||^2 over newly initialised parameters (a new head)"),
+        "alpha": HParam(
+            0.01,
+            "weight of 0.5 ||FM_t - FM_s||^2 summed over encoder stages, batch, channels and positions",
+            space=Space("log", 1e-5, 1e-1),
+        ),
+        "beta": HParam(
+            0.01,
+            "weight of beta/2 ||w||^2 over newly initialised parameters (a new head)",
+            space=Space("log", 1e-4, 1.0),
+        ),
     }
 
     def __init__(self, **params: Any) -> None:
@@ -43,9 +52,9 @@ class DELTA(Method):
         self._new: list[nn.Parameter] = []
         self._device = torch.device("cpu")
 
-    def prepare(
-        self, source_model: nn.Module | None, target_model: nn.Module, train_data: Any, device: torch.device
-    ) -> None:
+    def prepare(self, run: RunContext) -> None:
+        source_model, target_model, device = run.source_model, run.target_model, run.device
+        super().prepare(run)
         self.source_model = require_source(self.name, source_model)
         for model in (self.source_model, target_model):
             require_attr(self.name, model, "encoder_stages")

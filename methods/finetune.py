@@ -6,7 +6,7 @@ from typing import Any
 
 from torch import nn
 
-from methods.base import HParam, Method, register_method
+from methods.base import HParam, Method, Space, register_method
 
 
 @register_method("finetune")
@@ -14,7 +14,11 @@ class FineTune(Method):
     """All weights trainable from the source model; head re-initialised if class counts differ."""
 
     hparams = {
-        "encoder_lr_mult": HParam(1.0, "learning-rate multiplier of the encoder (discriminative lr; 0.1 is common)"),
+        "encoder_lr_mult": HParam(
+            1.0,
+            "learning-rate multiplier of the encoder (discriminative lr; 0.1 is common)",
+            space=Space("log", 0.01, 1.0),
+        ),
     }
 
     def param_groups(self, target_model: nn.Module, lr: float) -> list[dict[str, Any]]:

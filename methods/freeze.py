@@ -4,11 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-import torch
 from torch import nn
 from torch.nn.modules.batchnorm import _NormBase
 
-from methods.base import HParam, Method, register_method
+from methods.base import HParam, Method, RunContext, Space, register_method
 from methods.features import require_attr
 
 
@@ -40,6 +39,7 @@ class Freeze(Method):
             "encoder",
             "part kept at its source weights and statistics (encoder+decoder: head only)",
             choices=("encoder", "encoder+decoder"),
+            space=Space("choice", choices=("encoder", "encoder+decoder")),
         ),
     }
 
@@ -47,10 +47,12 @@ class Freeze(Method):
         super().__init__(**params)
         self._norms: list[nn.Module] = []
 
-    def prepare(
-        self, source_model: nn.Module | None, target_model: nn.Module, train_data: Any, device: torch.device
-    ) -> None:
-        super().prepare(source_model, target_model, train_data, device)
+    def check(self, model: nn.Module, task: Any) -> None:
+        scope_modules(self.name, model, self.params["scope"])  # one-line MethodConfigError when absent
+
+    def prepare(self, run: RunContext) -> None:
+        target_model = run.target_model
+        super().prepare(run)
         roots = scope_modules(self.name, target_model, self.params["scope"])
         set_frozen(roots, frozen=True, training=target_model.training)
         self._norms = norm_modules(roots)

@@ -7,7 +7,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from methods.base import HParam, Method, register_method
+from methods.base import HParam, Method, RunContext, Space, register_method
 from methods.features import require, require_source
 from methods.losses import base_loss
 
@@ -46,8 +46,14 @@ class L2SP(Method):
     """Pull transferred weights towards their source values; plain L2 on newly initialised ones."""
 
     hparams = {
-        "alpha": HParam(0.01, "weight of alpha/2 ||w - w0||^2 over the transferred parameters"),
-        "beta": HParam(0.01, "weight of beta/2 ||w||^2 over newly initialised parameters (a new head)"),
+        "alpha": HParam(
+            0.01, "weight of alpha/2 ||w - w0||^2 over the transferred parameters", space=Space("log", 1e-4, 1.0)
+        ),
+        "beta": HParam(
+            0.01,
+            "weight of beta/2 ||w||^2 over newly initialised parameters (a new head)",
+            space=Space("log", 1e-4, 1.0),
+        ),
     }
 
     def __init__(self, **params: Any) -> None:
@@ -59,9 +65,9 @@ class L2SP(Method):
         self._new: list[nn.Parameter] = []
         self._device = torch.device("cpu")
 
-    def prepare(
-        self, source_model: nn.Module | None, target_model: nn.Module, train_data: Any, device: torch.device
-    ) -> None:
+    def prepare(self, run: RunContext) -> None:
+        source_model, target_model, device = run.source_model, run.target_model, run.device
+        super().prepare(run)
         self.source_model = require_source(self.name, source_model)
         self._transferred, self._new = split_transferred(self.source_model, target_model)
         self._device = device

@@ -1,57 +1,90 @@
-"""LP-FT: linear probing, then full fine-tuning (Kumar et al., ICLR 2022)."""
+"""LP-FT: linear probing to convergence, then full fine-tuning from the probed head (Kumar et al., ICLR 2022)."""
 
 from __future__ import annotations
 
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
-from methods.base import HParam, Method, register_method
-from methods.features import require
-from methods.freeze import norm_modules, scope_modules, set_frozen
+from methods.base import HParam, Method, RunContext, Space, register_method
+from methods.features import require, require_attr
+
+PROBE_MAX_ITER = 200  # L-BFGS iterations: sklearn LogisticRegression(max_iter=200) in the reference's log_reg_sk.py
+PROBE_MAX_PIXELS = 1 << 18  # pixels the probe fits on (a seeded subsample above this)
+
+
+@torch.no_grad()
+def body_features(model: nn.Module, images: torch.Tensor, device: torch.device, batch: int = 32) -> torch.Tensor:
+    """(N*H*W, C) body outputs of the frozen body in eval mode, one row per pixel."""
+    was_training = model.training
+    model.eval()
+    out = [model.body(images[i : i + batch].to(device)).float() for i in range(0, len(images), batch)]
+    model.train(was_training)
+    feats = torch.cat(out)
+    return feats.permute(0, 2, 3, 1).reshape(-1, feats.shape[1])
+
+
+def fit_probe(
+    features: torch.Tensor, labels: torch.Tensor, classes: int, l2: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Multinomial logistic regression by L-BFGS: argmin mean CE(W x + b, y) + l2/2 ||W||^2 -> (W, b).
+
+    Features are standardised by one global mean and std (as the reference does) and the weights folded back.
+    """
+    # Kumar et al. 2022, sec. 3 (LP = logistic regression on frozen features); reference: AnanyaKumar/transfer_learning
+    # unlabeled_extrapolation/log_reg_sk.py (sklearn LogisticRegression, L-BFGS, normalize_features/inv_normalize).
+    mean, std = features.mean(), features.std(correction=0).clamp_min(1e-12)
+    x = (features - mean) / std
+    weight = torch.zeros(classes, x.shape[1], device=x.device, requires_grad=True)
+    bias = torch.zeros(classes, device=x.device, requires_grad=True)
+    opt = torch.optim.LBFGS(
+        [weight, bias], lr=1.0, max_iter=PROBE_MAX_ITER, tolerance_grad=1e-6, line_search_fn="strong_wolfe"
+    )
+
+    def closure() -> torch.Tensor:
+        opt.zero_grad()
+        loss = F.cross_entropy(x @ weight.T + bias, labels) + 0.5 * l2 * weight.pow(2).sum()
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+    weight, bias = weight.detach(), bias.detach()
+    return weight / std, bias - (weight * mean / std).sum(1)
 
 
 @register_method("lp-ft")
 class LPFT(Method):
-    """Head only (body frozen, its norm statistics fixed) for a share of the steps, then everything trains.
+    """Fit the head as a logistic regression on the frozen body's features, then fine-tune everything."""
 
-    The optimiser holds every parameter from the start; frozen ones get no gradient, which Adam and
-    SGD skip, so their optimiser state starts at the switch.
-    """
-
+    requires = ("body",)
     hparams = {
-        "probe_fraction": HParam(0.5, "share of the target steps that train the head only (0 = finetune)"),
+        "probe_l2": HParam(
+            1e-4,
+            "L2 weight of the linear probe: mean CE + probe_l2/2 ||W||^2 (sklearn's 1/(C n))",
+            space=Space("log", 1e-6, 1e-1),
+        ),
     }
 
     def __init__(self, **params: Any) -> None:
         super().__init__(**params)
-        fraction = self.params["probe_fraction"]
-        require(0.0 <= fraction <= 1.0, self.name, f"probe_fraction={fraction} must lie in [0, 1]")
-        self.switch_step = 0
-        self._body: list[nn.Module] = []
-        self._norms: list[nn.Module] = []
-        self._probing = False
+        require(self.params["probe_l2"] >= 0, self.name, f"probe_l2={self.params['probe_l2']} must be >= 0")
 
-    def prepare(
-        self, source_model: nn.Module | None, target_model: nn.Module, train_data: Any, device: torch.device
-    ) -> None:
-        super().prepare(source_model, target_model, train_data, device)
-        require(self.total_steps >= 1, self.name, f"total_steps={self.total_steps}: set it before prepare()")
-        # Kumar et al. 2022 (arXiv 2202.10054), two-step LP-FT: probe for round(fraction * steps) steps.
-        self.switch_step = round(self.params["probe_fraction"] * self.total_steps)
-        self._body = scope_modules(self.name, target_model, "encoder+decoder")
-        self._norms = norm_modules(self._body)
-        self._probing = self.switch_step > 0
-        set_frozen(self._body, frozen=self._probing, training=target_model.training)
-
-    def param_groups(self, target_model: nn.Module, lr: float) -> list[dict[str, Any]]:
-        return [{"params": list(target_model.parameters()), "lr": lr}]
-
-    def on_step(self, step: int, target_model: nn.Module) -> None:
-        if self._probing and step >= self.switch_step:
-            self._probing = False
-            set_frozen(self._body, frozen=False, training=target_model.training)
-        elif self._probing:
-            for m in self._norms:  # target_model.train() would resume their statistics
-                m.eval()
+    def prepare(self, run: RunContext) -> None:
+        target_model, train_data, device = run.target_model, run.train_data, run.device
+        super().prepare(run)
+        require_attr(self.name, target_model, "body")
+        slices = getattr(train_data, "slices", None)
+        require(slices is not None and len(slices.images) > 0, self.name, "the probe needs training slices")
+        images = torch.as_tensor(slices.images)
+        labels = torch.as_tensor(slices.labels).long().reshape(-1).to(device)
+        feats = body_features(target_model, images, device)
+        if len(labels) > PROBE_MAX_PIXELS:
+            pick = torch.randperm(len(labels), generator=torch.Generator().manual_seed(0))[:PROBE_MAX_PIXELS]
+            feats, labels = feats[pick.to(device)], labels[pick.to(device)]
+        head = target_model.head
+        weight, bias = fit_probe(feats, labels, head.out_channels, self.params["probe_l2"])
+        with torch.no_grad():
+            head.weight.copy_(weight.reshape(head.weight.shape))
+            head.bias.copy_(bias)

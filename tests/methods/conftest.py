@@ -1,4 +1,4 @@
-"""Shared fixtures: tiny source/target pairs and a mini training loop that follows the runner protocol."""
+"""Shared fixtures: tiny source/target pairs, random training slices, and the runner's own training loop."""
 
 from __future__ import annotations
 
@@ -16,7 +16,10 @@ import methods.l2sp  # noqa: F401
 import methods.lpft  # noqa: F401
 import methods.lwf  # noqa: F401
 from benchmarks.backbones import build_backbone
-from methods.base import Method
+from benchmarks.config import Budget
+from benchmarks.train import train
+from datasets.slices import SliceDataset, SliceSet
+from methods.base import Method, RunContext
 
 CPU = torch.device("cpu")
 
@@ -43,6 +46,12 @@ def make_batch(classes: int, batch: int = 2, size: int = 32, seed: int = 0) -> d
     }
 
 
+def make_train_set(classes: int, slices: int = 4, size: int = 32, seed: int = 0) -> SliceDataset:
+    """What ``prepare`` receives as training data: a SliceDataset of random slices and labels."""
+    b = make_batch(classes, batch=slices, size=size, seed=seed)
+    return SliceDataset(SliceSet.of_volume(b["image"].numpy(), b["label"].numpy()))
+
+
 def run_steps(
     method: Method,
     source: nn.Module | None,
@@ -51,23 +60,28 @@ def run_steps(
     lr: float = 1e-2,
     after_step: Callable[[int], None] | None = None,
 ) -> None:
-    """The runner's protocol: total_steps, prepare, target.train(), optimiser from param_groups, hooks."""
-    method.total_steps = steps
-    method.prepare(source, target, [], CPU)
-    target.train()
-    opt = torch.optim.Adam(method.param_groups(target, lr), lr=lr)
-    for step in range(steps):
-        method.on_step(step, target)
-        batch = make_batch(target.num_classes, seed=step)
-        logits = target(batch["image"])
-        loss = method.loss(batch, logits, target)
-        assert torch.isfinite(loss)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        if after_step is not None:
-            after_step(step)
-    method.on_epoch_end(0, target)
+    """``steps`` steps of the runner's own training loop (``benchmarks.train.train``) on random slices.
+
+    ``after_step(i)`` runs after optimiser step i (an optimiser post-hook, registered at the first step).
+    """
+    data = make_train_set(target.num_classes)
+    method.prepare(RunContext(source, target, data, CPU, total_steps=steps))
+    if after_step is not None:
+        done: list[int] = []
+
+        def hook(*_: object) -> None:
+            after_step(len(done))
+            done.append(1)
+
+        on_step = method.on_step
+
+        def register_then_step(step: int, model: nn.Module) -> None:
+            if step == 0:
+                method.run.optimizer.register_step_post_hook(hook)
+            on_step(step, model)
+
+        method.on_step = register_then_step
+    train(target, data, steps, Budget(batch_size=2, lr=lr, augment=False), CPU, seed=0, method=method)
 
 
 @pytest.fixture(autouse=True)
@@ -88,6 +102,11 @@ def pair() -> Callable[..., tuple[nn.Module, nn.Module]]:
 @pytest.fixture
 def batch() -> Callable[..., dict[str, torch.Tensor]]:
     return make_batch
+
+
+@pytest.fixture
+def train_set() -> Callable[..., SliceDataset]:
+    return make_train_set
 
 
 @pytest.fixture

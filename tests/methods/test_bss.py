@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from methods.base import METHODS, MethodConfigError
+from methods.base import METHODS, MethodConfigError, RunContext
 from methods.bss import bss_penalty
 from methods.losses import base_loss
 
@@ -14,11 +14,14 @@ CPU = torch.device("cpu")
 
 
 def numpy_bss(features: np.ndarray, k: int) -> float:
+    """The k smallest squared singular values (all of them when min(B, C) <= k)."""
     sigma = np.linalg.svd(features.astype(np.float64), compute_uv=False)  # descending
-    return float((np.sort(sigma)[:k] ** 2).sum()) if sigma.size > k else 0.0
+    return float((np.sort(sigma)[:k] ** 2).sum())
 
 
-@pytest.mark.parametrize(("b", "c", "k"), [(4, 16, 1), (8, 6, 2), (5, 32, 3), (2, 8, 1), (1, 8, 1), (3, 8, 3)])
+@pytest.mark.parametrize(
+    ("b", "c", "k"), [(4, 16, 1), (8, 6, 2), (5, 32, 3), (2, 8, 1), (1, 8, 1), (3, 8, 3), (2, 8, 4)]
+)
 def test_penalty_matches_numpy_svd(b: int, c: int, k: int) -> None:
     features = np.random.default_rng(b * 100 + c + k).normal(size=(b, c)).astype(np.float32)
     got = bss_penalty(torch.from_numpy(features), k)
@@ -35,7 +38,7 @@ def test_penalty_has_finite_gradient() -> None:
 def test_method_penalises_pooled_bottleneck(pair, batch, backbone: str) -> None:
     source, target = pair(backbone)
     method = METHODS.get("bss")(k=1, eta=0.5)
-    method.prepare(source, target, [], CPU)
+    method.prepare(RunContext(source, target, [], CPU))
     seen = []
     target.get_submodule(target.encoder_stages[-1]).register_forward_hook(lambda m, a, out: seen.append(out))
     b = batch(2, batch=4)

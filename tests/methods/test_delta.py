@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from methods.base import METHODS, MethodConfigError
+from methods.base import METHODS, MethodConfigError, RunContext
 from methods.delta import feature_distance
 from methods.losses import base_loss
 
@@ -14,8 +14,8 @@ CPU = torch.device("cpu")
 
 
 def numpy_distance(target: list[np.ndarray], source: list[np.ndarray]) -> float:
-    """Mean over stages of the mean squared difference (float64)."""
-    return float(np.mean([((t.astype(np.float64) - s) ** 2).mean() for t, s in zip(target, source)]))
+    """Sum over stages of 0.5 * the summed squared difference (float64)."""
+    return float(sum(0.5 * ((t.astype(np.float64) - s) ** 2).sum() for t, s in zip(target, source)))
 
 
 def test_distance_matches_numpy() -> None:
@@ -31,7 +31,7 @@ def test_distance_matches_numpy() -> None:
 def test_zero_for_identical_then_positive(pair, batch, backbone: str) -> None:
     source, target = pair(backbone, source_classes=2, target_classes=2)  # nothing newly initialised
     method = METHODS.get("delta")(alpha=1.0)
-    method.prepare(source, target, [], CPU)
+    method.prepare(RunContext(source, target, [], CPU))
     target.eval()  # same normalisation mode as the frozen source
     b = batch(2)
     assert method.loss(b, target(b["image"]), target).item() == pytest.approx(
@@ -50,7 +50,7 @@ def test_zero_for_identical_then_positive(pair, batch, backbone: str) -> None:
 def test_method_value_matches_numpy_on_captured_maps(pair, batch) -> None:
     source, target = pair("unet", source_classes=3, target_classes=2)  # head re-initialised
     method = METHODS.get("delta")(alpha=0.7, beta=0.1)
-    method.prepare(source, target, [], CPU)
+    method.prepare(RunContext(source, target, [], CPU))
     with torch.no_grad():
         for p in target.body.parameters():
             p.add_(0.01 * torch.randn_like(p))
@@ -70,8 +70,8 @@ def test_method_value_matches_numpy_on_captured_maps(pair, batch) -> None:
 
 def test_refuses_missing_source_and_mismatched_models(pair) -> None:
     with pytest.raises(MethodConfigError, match="source model"):
-        METHODS.get("delta")().prepare(None, pair("unet")[1], [], CPU)
+        METHODS.get("delta")().prepare(RunContext(None, pair("unet")[1], [], CPU))
     with pytest.raises(MethodConfigError, match="encoder stages"):
-        METHODS.get("delta")().prepare(pair("basicunet")[0], pair("unet")[1], [], CPU)
+        METHODS.get("delta")().prepare(RunContext(pair("basicunet")[0], pair("unet")[1], [], CPU))
     with pytest.raises(MethodConfigError, match="alpha"):
         METHODS.get("delta")(alpha=-0.1)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from methods.base import METHODS, MethodConfigError
+from methods.base import METHODS, MethodConfigError, RunContext
 
 CPU = torch.device("cpu")
 HEAD = {"head.weight", "head.bias"}
@@ -28,7 +28,7 @@ def params_np(model: torch.nn.Module) -> dict[str, np.ndarray]:
 def test_zero_at_start_when_everything_is_transferred(pair) -> None:
     source, target = pair("unet", source_classes=2, target_classes=2)  # head transferred too
     method = METHODS.get("l2sp")()
-    method.prepare(source, target, [], CPU)
+    method.prepare(RunContext(source, target, [], CPU))
     assert method.penalty().item() == 0.0
 
 
@@ -36,7 +36,7 @@ def test_zero_at_start_when_everything_is_transferred(pair) -> None:
 def test_numpy_exact_after_manual_change(pair, backbone: str) -> None:
     source, target = pair(backbone, source_classes=3, target_classes=2)  # head re-initialised: new
     method = METHODS.get("l2sp")(alpha=0.3, beta=0.02)
-    method.prepare(source, target, [], CPU)
+    method.prepare(RunContext(source, target, [], CPU))
     start = params_np(target)
     assert method.penalty().item() == pytest.approx(numpy_l2sp(start, start, HEAD, 0.3, 0.02), rel=1e-5)
 
@@ -52,7 +52,7 @@ def test_numpy_exact_after_manual_change(pair, backbone: str) -> None:
 def test_no_weight_decay_and_gradient_flows(pair, batch) -> None:
     source, target = pair("unet")
     method = METHODS.get("l2sp")()
-    method.prepare(source, target, [], CPU)
+    method.prepare(RunContext(source, target, [], CPU))
     groups = method.param_groups(target, 1e-3)
     assert all(g["weight_decay"] == 0.0 for g in groups)
     assert sum(len(g["params"]) for g in groups) == len(list(target.parameters()))
@@ -65,4 +65,4 @@ def test_refuses_bad_config_and_missing_source(pair) -> None:
     with pytest.raises(MethodConfigError, match="alpha"):
         METHODS.get("l2sp")(alpha=-1.0)
     with pytest.raises(MethodConfigError, match="source model"):
-        METHODS.get("l2sp")().prepare(None, pair("unet")[1], [], CPU)
+        METHODS.get("l2sp")().prepare(RunContext(None, pair("unet")[1], [], CPU))

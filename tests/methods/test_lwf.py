@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from methods.base import METHODS, MethodConfigError
+from methods.base import METHODS, MethodConfigError, RunContext
 from methods.losses import base_loss
 from methods.lwf import distillation
 
@@ -14,7 +14,7 @@ CPU = torch.device("cpu")
 
 
 def numpy_kd(source: np.ndarray, student: np.ndarray, t: float) -> float:
-    """T^2 * per-pixel KL(p_s || p) over axis 1, mean over pixels (float64)."""
+    """Per-pixel KL(p_s || p) over axis 1, mean over pixels (float64)."""
 
     def log_softmax(z: np.ndarray) -> np.ndarray:
         z = z.astype(np.float64) / t
@@ -22,7 +22,7 @@ def numpy_kd(source: np.ndarray, student: np.ndarray, t: float) -> float:
         return z - np.log(np.exp(z).sum(axis=1, keepdims=True))
 
     lp, lq = log_softmax(source), log_softmax(student)
-    return float(t * t * (np.exp(lp) * (lp - lq)).sum(axis=1).mean())
+    return float((np.exp(lp) * (lp - lq)).sum(axis=1).mean())
 
 
 @pytest.mark.parametrize("t", [1.0, 2.0, 4.0])
@@ -37,7 +37,7 @@ def test_distillation_matches_numpy(t: float) -> None:
 def test_zero_when_aux_head_reproduces_source(pair, batch, backbone: str) -> None:
     source, target = pair(backbone, source_classes=3, target_classes=2)
     method = METHODS.get("lwf")()
-    method.prepare(source, target, [], CPU)
+    method.prepare(RunContext(source, target, [], CPU))
     target.eval()  # body identical to the source's, same normalisation mode
     b = batch(2)
     calls = []
@@ -66,6 +66,6 @@ def test_aux_head_trains_and_term_matches_numpy(pair, batch, loop) -> None:
 
 def test_refuses_missing_source_and_bad_params(pair) -> None:
     with pytest.raises(MethodConfigError, match="source model"):
-        METHODS.get("lwf")().prepare(None, pair("unet")[1], [], CPU)
+        METHODS.get("lwf")().prepare(RunContext(None, pair("unet")[1], [], CPU))
     with pytest.raises(MethodConfigError, match="temperature"):
         METHODS.get("lwf")(temperature=0.0)

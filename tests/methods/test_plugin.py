@@ -78,7 +78,7 @@ def test_plugin_loss_matches_numpy(installed_plugin: None) -> None:
 def test_plugin_runs_end_to_end_through_the_cli(
     installed_plugin: None, tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:
-    from benchmarks.run import main
+    from benchmarks.cli import main
 
     assert main(["--list-methods"]) == 0
     assert "mymethod" in capsys.readouterr().out
@@ -90,3 +90,10 @@ def test_plugin_runs_end_to_end_through_the_cli(
     rows = pd.concat(pd.read_parquet(p) for p in (out / "cells").glob("*.parquet"))
     assert set(rows["method"]) == {"mymethod"} and (rows["status"] == "ok").all()
     assert rows["method_params"].iloc[0] == '{"weight": 0.1}'
+
+
+def test_plugin_passes_the_conformance_checker(installed_plugin: None, capsys: pytest.CaptureFixture) -> None:
+    from benchmarks.check_method import main
+
+    assert main(["mymethod"]) == 0
+    assert "mymethod: 2 passed, 0 failed" in capsys.readouterr().out
