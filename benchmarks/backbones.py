@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from pathlib import Path
 
@@ -10,7 +11,7 @@ from monai.networks.layers import SkipConnection
 from monai.networks.nets import BasicUNet, UNet
 from torch import nn
 
-from datasets.registry import Registry
+from benchmarks.core.registry import Registry
 
 
 class SegModel(nn.Module):
@@ -117,8 +118,6 @@ class _SmpBody(nn.Module):
 
 
 def _smp_decoder_takes_list(decoder: nn.Module) -> bool:
-    import inspect
-
     params = list(inspect.signature(decoder.forward).parameters.values())
     return params[0].kind != inspect.Parameter.VAR_POSITIONAL
 
@@ -131,17 +130,52 @@ def smp_resnet18(in_channels: int, num_classes: int) -> SegModel:
     return SegModel(body, 16, num_classes, ["encoder"], [f"encoder.model.{n}" for n in stages])
 
 
-class CheckpointError(ValueError):
+@BACKBONES.register("nnunet")
+def nnunet_plain(in_channels: int, num_classes: int, size: int = 64) -> SegModel:
+    """nnU-Net v2's 2D PlainConvUNet as its default planner configures it for ``size`` slices (Isensee et al. 2021).
+
+    Needs ``pip install 'ntbench[nnunet]'``; deep supervision is off (benchmarks/nnunet.py).
+    """
+    from benchmarks import nnunet
+
+    return nnunet.build(nnunet.default_2d_architecture(size), in_channels, num_classes)
+
+
+class BackboneError(ValueError):
+    """A backbone cannot be built as asked (a missing optional dependency, an unusable checkpoint)."""
+
+
+class CheckpointError(BackboneError):
     """A --checkpoint file cannot initialise the chosen backbone."""
 
 
-def build_backbone(name: str, in_channels: int, num_classes: int, checkpoint: str | Path | None = None) -> SegModel:
+def build_backbone(
+    name: str,
+    in_channels: int,
+    num_classes: int | None,
+    checkpoint: str | Path | None = None,
+    size: int = 64,
+    scratch: bool = False,
+) -> SegModel:
     """Instantiate a registered backbone, optionally from a checkpoint (``weights_only=True``).
 
     The checkpoint is a state dict (or ``{"model": state_dict}``) of the same backbone; a head
     whose class count differs is left freshly initialised, any other mismatch is an error.
+    An nnU-Net v2 checkpoint (``.../fold_F/checkpoint_final.pth`` with ``plans.json`` one folder up)
+    is a trained source model: it needs ``name == "nnunet"`` and gives the plans' network, with its
+    weights unless ``scratch`` (random-init methods then train the same architecture from nnU-Net's
+    initialisation); ``num_classes=None`` keeps its trained head. ``size`` is the slice size, passed to
+    factories that take it.
     """
-    model = BACKBONES.get(name)(in_channels, num_classes)
+    factory = BACKBONES.get(name)
+    if checkpoint is not None and is_nnunet_checkpoint(checkpoint):
+        if name != "nnunet":
+            raise CheckpointError(f"--checkpoint {checkpoint}: an nnU-Net checkpoint needs --backbone nnunet")
+        from benchmarks import nnunet
+
+        return nnunet.from_checkpoint(checkpoint, in_channels, num_classes, weights=not scratch)
+    takes_size = "size" in inspect.signature(factory).parameters
+    model = factory(in_channels, num_classes, size=size) if takes_size else factory(in_channels, num_classes)
     if checkpoint is None:
         return model
     try:
@@ -164,3 +198,9 @@ def build_backbone(name: str, in_channels: int, num_classes: int, checkpoint: st
     fits = {k: v for k, v in state.items() if k not in head or v.shape == own[k].shape}
     model.load_state_dict(fits, strict=False)
     return model
+
+
+def is_nnunet_checkpoint(path: str | Path) -> bool:
+    """An nnU-Net training's layout: a ``.pth`` file with ``plans.json`` one folder above."""
+    path = Path(path)
+    return path.suffix == ".pth" and (path.parent.parent / "plans.json").is_file()

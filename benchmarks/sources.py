@@ -6,8 +6,6 @@ import errno
 import fcntl
 import hashlib
 import json
-import os
-import tempfile
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -16,8 +14,9 @@ from pathlib import Path
 
 import torch
 
-from benchmarks.backbones import SegModel, build_backbone
-from benchmarks.config import Cell
+from benchmarks.backbones import SegModel, build_backbone, is_nnunet_checkpoint
+from benchmarks.config import KEY_STABLE_DEFAULTS, Cell
+from benchmarks.core.files import atomic_write
 from benchmarks.data import OpenDataset
 from benchmarks.train import seed_all, train
 from datasets.slices import SliceDataset
@@ -27,6 +26,10 @@ def source_key(cell: Cell) -> str:
     """Hash of what determines the source model (not the method, target or few-shot k)."""
     b = asdict(cell.budget)
     b.pop("target_steps")
+    for name, default in KEY_STABLE_DEFAULTS["budget"].items():  # added fields at their default: same key
+        if b.get(name, default) == default:
+            b.pop(name, None)
+    b.pop("target_lr", None)  # a tuned target learning rate never changes the source model
     blob = json.dumps(
         [
             cell.dataset,
@@ -71,8 +74,11 @@ def source_model(cell: Cell, data: OpenDataset, cache_dir: Path, device: torch.d
     nodes on file systems that support it, e.g. NFSv4 or Lustre mounted with ``flock``); the first
     trains and writes it to a temporary name that is fsynced and renamed, so a reader never sees a
     half-written checkpoint and a trainer killed midway leaves only a temporary file, removed by
-    the next trainer of that checkpoint.
+    the next trainer of that checkpoint. An nnU-Net checkpoint (``--checkpoint``) is the source model
+    itself, with its own head: it is loaded, not pretrained (docs/design.md §nnU-Net).
     """
+    if cell.checkpoint and is_nnunet_checkpoint(cell.checkpoint):
+        return build_backbone(cell.backbone, 1, None, cell.checkpoint), Path(cell.checkpoint)
     path = cache_dir / "sources" / f"{source_key(cell)}.pt"
     task = data.task(cell.source_task)
     with file_lock(path.with_suffix(".lock")) as locked:
@@ -80,7 +86,7 @@ def source_model(cell: Cell, data: OpenDataset, cache_dir: Path, device: torch.d
             for stale in path.parent.glob(f".{path.stem}-*.tmp") if locked else []:  # held: its writer is dead
                 stale.unlink()
             seed_all(cell.seed, "source-init")
-            model = build_backbone(cell.backbone, 1, task.num_classes, cell.checkpoint or None)
+            model = build_backbone(cell.backbone, 1, task.num_classes, cell.checkpoint or None, size=cell.budget.size)
             slices = data.slices(task, data.task_ids(task, "train"))
             train(
                 model,
@@ -91,13 +97,9 @@ def source_model(cell: Cell, data: OpenDataset, cache_dir: Path, device: torch.d
                 seed=cell.seed,
                 desc=f"source {task}",
             )
-            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}-", suffix=".tmp")
-            with os.fdopen(fd, "wb") as fh:
+            with atomic_write(path, prefix=f".{path.stem}-") as fh:  # never visible half-written
                 torch.save({"model": model.cpu().state_dict(), "num_classes": task.num_classes}, fh)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, path)  # a half-written checkpoint is never visible under its name
     state = torch.load(path, map_location="cpu", weights_only=True)
-    model = build_backbone(cell.backbone, 1, state["num_classes"])
+    model = build_backbone(cell.backbone, 1, state["num_classes"], size=cell.budget.size)
     model.load_state_dict(state["model"])
     return model, path
