@@ -1,17 +1,23 @@
-"""Training loop driven by method hooks, and slice-wise prediction."""
+"""Training loop driven by method hooks, and slice-wise prediction.
+
+Batches come from ``DeviceBatches`` (slices resident on the training device, bit-identical to the
+former ``DataLoader(SliceDataset)`` batches). ``Budget.amp`` and ``Budget.compile`` select the
+numeric mode of the step (docs/scaling.md, "Cheaper steps"); each is a different setting in the store.
+"""
 
 from __future__ import annotations
 
 import math
 import zlib
+from collections.abc import Callable
 
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from benchmarks.config import Budget
+from datasets.device_batches import DeviceBatches
 from datasets.slices import SliceDataset, SliceSet
 from methods.base import Method
 
@@ -41,6 +47,34 @@ def lr_factor(step: int, total: int, schedule: str) -> float:
     return (1.0 - step / max(total, 1)) ** 0.9 if schedule == "poly" else 1.0
 
 
+def step_forward(model: nn.Module, budget: Budget, device: torch.device) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The training forward of ``budget``'s numeric mode.
+
+    ``amp="bf16"``: autocast to bfloat16 (no loss scaling needed: bfloat16 has float32's range),
+    and on CUDA channels-last weights and inputs, the layout bf16 tensor-core convolutions want.
+    ``compile``: ``torch.compile`` of the model (Inductor; fused kernels round differently).
+    The parameters stay ``model``'s, so methods and ``predict`` see the trained weights.
+    """
+    channels_last = budget.amp == "bf16" and device.type == "cuda"
+    if channels_last:
+        model.to(memory_format=torch.channels_last)
+    run = torch.compile(model) if budget.compile else model
+
+    def forward(image: torch.Tensor) -> torch.Tensor:
+        if channels_last:
+            image = image.contiguous(memory_format=torch.channels_last)
+        return run(image)
+
+    return forward
+
+
+def autocast(budget: Budget, device: torch.device) -> torch.autocast:
+    """The step's autocast context: bfloat16 with ``amp="bf16"``, else disabled (float32)."""
+    if budget.amp not in ("off", "bf16"):
+        raise ValueError(f"budget amp {budget.amp!r}; valid: off, bf16")
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=budget.amp == "bf16")
+
+
 def train(
     model: nn.Module,
     data: SliceDataset,
@@ -55,26 +89,28 @@ def train(
     method = method or Method()
     model.to(device).train()
     opt = make_optimizer(method.param_groups(model, budget.lr), budget)
+    if method.run is not None:
+        method.run.optimizer = opt  # hooks may read it (docs/design.md §Methods)
     base_lrs = [g["lr"] for g in opt.param_groups]
     gen = torch.Generator().manual_seed(zlib.crc32(f"loader:{seed}".encode()))
-    loader = DataLoader(
-        data, batch_size=budget.batch_size, shuffle=True, generator=gen, drop_last=len(data) >= budget.batch_size
-    )
+    batches = DeviceBatches(data, budget.batch_size, device, gen)
+    forward = step_forward(model, budget, device)
     losses: list[torch.Tensor] = []
     step, epoch = 0, 0
     with tqdm(total=steps, desc=desc, leave=False, disable=None) as bar:
         while step < steps:
-            for batch in loader:
+            for batch in batches.epoch():
                 if step >= steps:
                     break
-                batch = {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
                 method.on_step(step, model)
                 for group, lr in zip(opt.param_groups, base_lrs):
                     group["lr"] = lr * lr_factor(step, steps, budget.schedule)
-                logits = model(batch["image"])
-                loss = method.loss(batch, logits, model)
+                with autocast(budget, device):
+                    logits = forward(batch["image"])
+                    loss = method.loss(batch, logits, model)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
+                method.after_backward(step, model)
                 opt.step()
                 losses.append(loss.detach())
                 step += 1

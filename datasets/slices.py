@@ -52,6 +52,20 @@ class SliceSet:
     def __len__(self) -> int:
         return len(self.images)
 
+    @classmethod
+    def of_volume(cls, images: np.ndarray, labels: np.ndarray, subject_id: str = "s") -> SliceSet:
+        """The slices (N, 1, H, W) / (N, H, W) of one volume at 1 mm spacing, slice i at z = i."""
+        n, h, w = labels.shape
+        return cls(
+            images.astype(np.float32, copy=False),
+            labels.astype(np.uint8, copy=False),
+            np.zeros(n, np.int32),
+            np.arange(n, dtype=np.int32),
+            [subject_id],
+            {subject_id: (h, w, n)},
+            {subject_id: (1.0, 1.0, 1.0)},
+        )
+
 
 def map_labels(raw: np.ndarray, task: Task, regions: dict[str, frozenset[int]]) -> np.ndarray:
     """Class i+1 where the raw value lies in the i-th region of the task; later regions win on overlap."""
@@ -120,7 +134,9 @@ class SliceDataset(torch.utils.data.Dataset):
     With ``augment``: random flips on both axes and 90-degree rotations, applied jointly to
     image, label and every attached map (exact permutations, so labels stay exact), plus a
     mild random intensity scale and shift of the image. Deterministic for ``seed`` with
-    ``num_workers=0`` (use ``monai.data.DataLoader`` to seed workers otherwise).
+    ``num_workers=0`` (use ``monai.data.DataLoader`` to seed workers otherwise). Training reads
+    it through ``datasets.device_batches.DeviceBatches``, which replays these transforms' random
+    draws on device-resident slices: change the transforms there too (its test checks bit-identity).
     """
 
     def __init__(self, slices: SliceSet, augment: bool = False, seed: int = 0) -> None:

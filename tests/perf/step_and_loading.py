@@ -3,7 +3,8 @@
 Run from the repository root: ``PYTHONPATH=. python tests/perf/step_and_loading.py [--device cuda] [--reps 30]``.
 Prints the median time of one finetune and one TRM step (MONAI UNet) with the paper suites' budgets (slice
 size, batch, optimiser), and of loading + augmenting a batch of 16 slices in the training process on one CPU
-thread, with and without TRM's weight map attached. tests/perf/device_cost.sh calls it after timing whole
+thread (the former DataLoader pipeline) and with the device-resident pipeline (DeviceBatches) on the device,
+with and without TRM's weight map attached. tests/perf/device_cost.sh calls it after timing whole
 cells.
 """
 
@@ -22,6 +23,7 @@ from benchmarks.backbones import build_backbone
 from benchmarks.config import Budget
 from benchmarks.suite import load_suite
 from benchmarks.train import make_optimizer
+from datasets.device_batches import DeviceBatches
 from datasets.slices import SliceDataset, SliceSet
 from methods import METHODS
 from methods.trm import WEIGHT_KEY
@@ -67,27 +69,50 @@ def time_steps(steps: dict[str, Callable[[], None]], rounds: int, warmup: int) -
     return {name: statistics.median(spent) for name, spent in times.items()}
 
 
-def time_loading(budget: Budget, with_map: bool, slices: int = 256) -> float:
-    """Seconds per batch to load and augment slices (the training loop's DataLoader, num_workers=0)."""
+def random_dataset(budget: Budget, with_map: bool, slices: int = 256) -> SliceDataset:
+    """An augmented SliceDataset of random slices at the budget's size, with TRM's float16 map if asked."""
     rng, size = np.random.default_rng(0), budget.size
-    data = SliceSet(
+    data = SliceSet.of_volume(
         rng.normal(size=(slices, 1, size, size)).astype(np.float32),
         rng.integers(0, 2, (slices, size, size)).astype(np.uint8),
-        np.zeros(slices, np.int32),
-        np.arange(slices, dtype=np.int32),
-        ["s"],
-        {"s": (size, size, slices)},
-        {"s": (1.0, 1.0, 1.0)},
     )
     dataset = SliceDataset(data, augment=True, seed=0)
     if with_map:
         dataset.attach(WEIGHT_KEY, (1 + rng.random((slices, size, size))).astype(np.float16))
+    return dataset
+
+
+def time_loading(budget: Budget, with_map: bool, slices: int = 256) -> float:
+    """Seconds per batch to load and augment slices on the host (DataLoader(SliceDataset), num_workers=0)."""
+    dataset = random_dataset(budget, with_map, slices)
     loader = DataLoader(dataset, batch_size=budget.batch_size, shuffle=True, generator=torch.Generator().manual_seed(0))
     batches = iter(loader)
     next(batches)
     start, count = time.perf_counter(), 0
     for _ in batches:
         count += 1
+    return (time.perf_counter() - start) / count
+
+
+def time_device_loading(
+    budget: Budget, with_map: bool, device: str = "cpu", slices: int = 256, epochs: int = 2
+) -> float:
+    """Seconds per batch of DeviceBatches (slices resident on ``device``, augmented there), synchronised."""
+    batches = DeviceBatches(
+        random_dataset(budget, with_map, slices),
+        budget.batch_size,
+        torch.device(device),
+        torch.Generator().manual_seed(0),
+    )
+    for _ in batches.epoch():  # warm-up: first touch, kernel caches
+        pass
+    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
+    sync()
+    start, count = time.perf_counter(), 0
+    for _ in range(epochs):
+        for _ in batches.epoch():
+            count += 1
+        sync()
     return (time.perf_counter() - start) / count
 
 
@@ -111,6 +136,11 @@ def main() -> None:
             f"load + augment, {suite} ({budget.size}x{budget.size}, batch {budget.batch_size}), 1 CPU thread: "
             f"{plain * 1e3:.1f} ms "
             f"({with_map * 1e3:.1f} ms with TRM's map)"
+        )
+        device, device_map = (time_device_loading(budget, m, args.device) for m in (False, True))
+        print(
+            f"device-resident batches (DeviceBatches), {suite} on {args.device}: {device * 1e3:.2f} ms "
+            f"({device_map * 1e3:.2f} ms with TRM's map)"
         )
 
 

@@ -1,0 +1,76 @@
+"""--cells-per-device 2 on the CPU writes the same rows as running each cell alone (same thread count)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+
+from benchmarks.cli import main
+from benchmarks.data import open_dataset
+from benchmarks.executors import pool_devices
+from benchmarks.threads import threads_per_cell
+from datasets.phantom import generate_phantom
+
+PROVENANCE = ["code_version", "torch_version", "device", "wall_s", "created_at"]
+SUITE = """\
+name: pair
+dataset: phantom
+backbone: unet
+seeds: [0, 1]
+few_shot: [0]
+methods: [finetune]
+budget: {source_steps: 3, target_steps: 3, batch_size: 4, size: 32}
+transfers:
+  - {source: 01-t2-WT, target: 01-t1-WT}
+"""
+
+
+@pytest.fixture(scope="module")
+def grid(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path]:
+    base = tmp_path_factory.mktemp("pair")
+    root = generate_phantom(base / "phantom", n_subjects=8, n_groups=2, shape=(32, 32, 16))
+    open_dataset("phantom", root, {}, base / "cache", 32, 0)
+    (base / "pair.yaml").write_text(SUITE)
+    return base / "pair.yaml", root, base / "cache" / "subjects"
+
+
+@pytest.fixture
+def keep_threads() -> None:
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
+def _run(grid: tuple[Path, Path, Path], out: Path, *extra: str) -> pd.DataFrame:
+    suite, root, subjects = grid
+    cache = out.parent / f"{out.name}-cache"  # own source models: nothing is shared between the runs
+    cache.mkdir(parents=True)
+    (cache / "subjects").symlink_to(subjects)
+    argv = ["--suite", str(suite), "--data-root", str(root), "--out", str(out), "--cache-dir", str(cache)]
+    assert main([*argv, "--device", "cpu", "--threads", "1", *extra]) == 0
+    rows = pd.concat([pd.read_parquet(p) for p in sorted((out / "cells").glob("*.parquet"))])
+    return rows.drop(columns=PROVENANCE).sort_values(["cell_key", "subject_id", "region"]).reset_index(drop=True)
+
+
+def test_two_cells_per_device_equal_each_cell_alone(grid, tmp_path: Path, keep_threads: None) -> None:
+    together = _run(grid, tmp_path / "together", "--cells-per-device", "2")
+    alone = pd.concat([_run(grid, tmp_path / f"alone{seed}", "--seeds", str(seed)) for seed in (0, 1)])
+    alone = alone.sort_values(["cell_key", "subject_id", "region"]).reset_index(drop=True)
+    assert (together["status"] == "ok").all() and together["seed"].nunique() == 2
+    assert (together["threads"] == 1).all()
+    pd.testing.assert_frame_equal(together, alone)  # bitwise: dice, hd95 and every setting column
+
+
+def test_pool_devices_and_thread_share(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert pool_devices(torch.device("cpu"), 3) == ["cpu"] * 3
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    assert pool_devices(torch.device("cuda"), 2) == ["cuda:0", "cuda:0", "cuda:1", "cuda:1"]
+    assert pool_devices(torch.device("cuda:1"), 2) == ["cuda:1", "cuda:1"]
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setenv("SLURM_CPUS_PER_TASK", "1")
+    assert threads_per_cell(4) == 1 and threads_per_cell(4, requested=3) == 3
+    monkeypatch.setenv("OMP_NUM_THREADS", "2")
+    assert threads_per_cell(8) == 2  # a per-process count, as OpenMP reads it
