@@ -7,6 +7,7 @@ import json
 import subprocess
 import time
 import traceback
+from dataclasses import replace
 from datetime import datetime, timezone
 from functools import lru_cache
 from importlib.metadata import PackageNotFoundError, version
@@ -15,7 +16,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from benchmarks.backbones import SegModel, build_backbone
+from benchmarks.backbones import SegModel, build_backbone, is_nnunet_checkpoint
 from benchmarks.config import Cell, transfer_type
 from benchmarks.data import OpenDataset
 from benchmarks.metrics import dice_hd95
@@ -24,7 +25,7 @@ from benchmarks.store import Store
 from benchmarks.train import predict, seed_all, train
 from datasets.base import DataError
 from datasets.slices import SliceDataset, assemble_volume
-from methods.base import METHODS, Method
+from methods.base import METHODS, Method, RunContext
 
 
 @lru_cache(maxsize=1)
@@ -50,12 +51,12 @@ def code_version() -> str:
 
 
 def _evaluate(model: torch.nn.Module, data: OpenDataset, cell: Cell, device: torch.device) -> list[dict]:
-    """Dice/HD95 per test subject and region on the re-assembled 3D volume."""
+    """Dice/HD95 per subject of the cell's split (test, or val for a tuning trial) and region, on the 3D volume."""
     task = data.task(cell.target_task)
     rows = []
-    test_ids = data.task_ids(task, "test")
+    test_ids = data.task_ids(task, cell.split)
     if not test_ids:
-        raise DataError(f"task {task}: no test subjects")
+        raise DataError(f"task {task}: no {cell.split} subjects")
     for sid in test_ids:
         slices = data.slices(task, [sid])
         pred = assemble_volume(slices, sid, predict(model, slices, device))
@@ -85,16 +86,16 @@ def fine_tune(
             target.reset_head(task.num_classes)
         source.to(device).eval().requires_grad_(False)
     else:
-        target = build_backbone(cell.backbone, 1, task.num_classes, cell.checkpoint or None)
+        target = build_backbone(
+            cell.backbone, 1, task.num_classes, cell.checkpoint or None, size=cell.budget.size, scratch=True
+        )
     target.to(device)
-    method.total_steps = cell.budget.target_steps
-    method.cache_dir = cache_dir
-    method.prepare(source, target, train_set, device)
+    method.prepare(RunContext(source, target, train_set, device, cell.budget.target_steps, cell.seed, cache_dir))
     train(
         target,
         train_set,
         cell.budget.target_steps,
-        cell.budget,
+        replace(cell.budget, lr=cell.budget.target_lr or cell.budget.lr),
         device,
         seed=cell.seed,
         method=method,
@@ -126,10 +127,12 @@ def cell_frame(
         "seed": cell.seed,
         "few_shot": cell.few_shot,
         "target_steps": cell.budget.target_steps,
+        **setting_columns(cell),
+        "split": cell.split,
+        "trial": cell.trial,
+        "tuned_trials": cell.tuned_trials,
         "status": status,
         "error": error,
-        "leep": float("nan"),
-        "nce": float("nan"),
         **extra,
         "code_version": code_version(),
         "torch_version": torch.__version__,
@@ -138,6 +141,29 @@ def cell_frame(
         "created_at": datetime.now(timezone.utc).isoformat(),
     }
     return pd.DataFrame([{**common, **row} for row in rows])
+
+
+def setting_columns(cell: Cell) -> dict:
+    """The inputs besides the cell's identity columns that change what its numbers mean (never pooled)."""
+    budget = cell.budget
+    return {
+        "lr": budget.target_lr or budget.lr,  # the target phase's (a tuned cell's source keeps budget.lr)
+        "optimizer": budget.optimizer,
+        "schedule": budget.schedule,
+        "weight_decay": budget.weight_decay,
+        # an nnU-Net checkpoint is the source model itself: no source step runs
+        "source_steps": budget.source_steps if cell.source_task and not is_nnunet_checkpoint(cell.checkpoint) else 0,
+        "batch_size": budget.batch_size,
+        "augment": budget.augment,
+        "slice_size": budget.size,
+        "split_seed": cell.split_seed,
+        "dataset_options": json.dumps(cell.dataset_options, sort_keys=True),
+        "data_fingerprint": cell.fingerprint,
+        "threads": torch.get_num_threads(),
+        "amp": budget.amp,
+        "compile": budget.compile,
+        "smoke": budget.smoke,
+    }
 
 
 def failed_frame(cell: Cell, has_groups: bool, error: str, device: str, wall_s: float = 0.0) -> pd.DataFrame:

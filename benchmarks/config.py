@@ -5,9 +5,17 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import asdict, dataclass, field, replace
+from functools import cached_property
 from typing import Any
 
 from datasets.base import Task
+
+# Cell and Budget fields added after the first release, with their defaults: a field at its default is
+# not hashed into the cell key, so adding an option never invalidates results already in a store.
+KEY_STABLE_DEFAULTS: dict[str, dict[str, Any]] = {
+    "cell": {"split": "test", "trial": -1, "tuned_trials": 0},
+    "budget": {"amp": "off", "compile": False, "target_lr": None, "smoke": False},
+}
 
 
 @dataclass(frozen=True)
@@ -23,6 +31,10 @@ class Budget:
     weight_decay: float = 0.0
     size: int = 64  # in-plane slice size
     augment: bool = True
+    amp: str = "off"  # off (float32) | bf16 (autocast; channels-last on CUDA), docs/scaling.md
+    compile: bool = False  # torch.compile the training forward (Inductor), docs/scaling.md
+    smoke: bool = False  # a --steps run: numbers that show the code runs, never a result (docs/design.md §Store)
+    target_lr: float | None = None  # the target phase's learning rate when tuned (benchmarks/tune.py); None = lr
 
 
 @dataclass(frozen=True)
@@ -43,21 +55,44 @@ class Cell:
     split_seed: int = 0  # fixed across seeds: test subjects are the same blocks for every seed
     checkpoint: str = ""  # initial weights (--checkpoint) for source pretraining and scratch; "" = random
     fingerprint: str = ""  # hash of the split's subject ids and of the checkpoint's bytes
+    split: str = "test"  # subjects scored: test, or val for a tuning trial (docs/design.md §tuning)
+    trial: int = -1  # tuning trial number of a val cell; -1 = not a trial
+    tuned_trials: int = 0  # trials behind a test cell's hyperparameters; 0 = declared defaults
 
     @property
     def transfer(self) -> str:
         return f"{self.source_task or 'scratch'}->{self.target_task}"
 
     def normalised(self) -> dict[str, Any]:
-        """Everything that changes the result; the suite name and code version are not in it."""
+        """Everything that changes the result; the suite name and code version are not in it.
+
+        Fields added after the first release are left out while at their default
+        (``KEY_STABLE_DEFAULTS``), so that finished grids keep their keys.
+        """
         d = asdict(self)
         del d["suite"], d["checkpoint"]  # the checkpoint counts by content, through the fingerprint
-        d["method_params"] = dict(sorted(self.method_params.items()))
+        d["method_params"] = self.resolved_params()
         if not self.source_task:
             d["budget"]["source_steps"] = 0
+        for part, defaults in ((d, KEY_STABLE_DEFAULTS["cell"]), (d["budget"], KEY_STABLE_DEFAULTS["budget"])):
+            for name, default in defaults.items():
+                if part.get(name) == default:
+                    del part[name]
         return d
 
-    @property
+    def resolved_params(self) -> dict[str, Any]:
+        """The hyperparameters the cell runs with: the explicit ones plus the method's declared defaults.
+
+        Keys hash these, so a default changed by a new release never reuses results computed under the
+        old one. A method that is not registered here (e.g. imported predictions) keeps its explicit ones.
+        """
+        from methods import METHODS  # here: the configuration module itself stays free of torch
+
+        if self.method not in METHODS:
+            return dict(sorted(self.method_params.items()))
+        return dict(sorted(METHODS.get(self.method)(**self.method_params).params.items()))
+
+    @cached_property
     def key(self) -> str:
         blob = json.dumps(self.normalised(), sort_keys=True, default=str)
         return hashlib.sha1(blob.encode()).hexdigest()[:16]

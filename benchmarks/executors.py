@@ -14,7 +14,6 @@ import json
 import os
 import signal
 import sys
-import tempfile
 import threading
 import time
 import traceback
@@ -30,9 +29,12 @@ import torch
 
 from benchmarks.cell import failed_frame, run_cell
 from benchmarks.config import Cell
+from benchmarks.core.files import atomic_write
 from benchmarks.data import OpenDataset
+from benchmarks.progress import Progress
 from benchmarks.sources import source_key
 from benchmarks.store import LOST, Store
+from benchmarks.threads import threads_per_cell
 from datasets.base import DATASETS
 
 # (cell, state, detail): state is the cell's ok/failed, or "error" (the worker raised outside the
@@ -72,11 +74,8 @@ def publish(data: OpenDataset, root: Path, options: dict[str, Any], cache_dir: P
     text = json.dumps(spec, sort_keys=True, default=str)
     path = Path(cache_dir).resolve() / "dataspecs" / f"{hashlib.sha1(text.encode()).hexdigest()[:16]}.json"
     if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}-", suffix=".tmp")
-        with os.fdopen(fd, "w") as fh:
+        with atomic_write(path, "w") as fh:
             fh.write(text)
-        os.replace(tmp, path)
     _OPENED[str(path)] = data
     return path
 
@@ -105,11 +104,11 @@ def execute_cell(
 ) -> str:
     """Run one cell in this process and write its rows; returns ``ok`` or ``failed``.
 
-    The entry point of every executor's workers (picklable, top level). ``threads`` > 0 sets
-    torch's intra-op threads, so workers sharing a machine do not oversubscribe its cores.
+    The entry point of every executor's workers (picklable, top level). It sets torch's intra-op
+    threads to ``threads``, or with 0 to ``threads_per_cell()`` (OMP_NUM_THREADS, else the CPUs
+    this process was given), so workers sharing a machine do not oversubscribe its cores.
     """
-    if threads > 0:
-        torch.set_num_threads(threads)
+    torch.set_num_threads(threads_per_cell(1, threads))
     rows = run_cell(cell, open_spec(data_spec), Store(store_root), Path(cache_dir), worker_device(device))
     return str(rows["status"].iloc[0])
 
@@ -125,13 +124,13 @@ class Executor(Protocol):
 class InProcess:
     """``--executor local --jobs 1``: the cells one after another in the driver process."""
 
-    def __init__(self, device: str) -> None:
-        self.device = device
+    def __init__(self, device: str, threads: int = 0) -> None:
+        self.device, self.threads = device, threads
         self.label = f"local --jobs 1 ({device})"
 
     def run(self, cells: list[Cell], job: Job) -> Iterator[Outcome]:
         for cell in cells:
-            yield cell, execute_cell(cell, job.data_spec, job.store_root, job.cache_dir, self.device), ""
+            yield cell, execute_cell(cell, job.data_spec, job.store_root, job.cache_dir, self.device, self.threads), ""
 
 
 def _exit_with(parent: int) -> None:
@@ -195,9 +194,19 @@ class _Worker:
             self.proc.join()
 
 
+def pool_devices(device: torch.device, cells_per_device: int) -> list[str]:
+    """One entry per pool worker: ``cells_per_device`` on each visible GPU for ``cuda``, else on ``device``."""
+    if device.type == "cuda" and device.index is None:
+        return [f"cuda:{i}" for i in range(torch.cuda.device_count()) for _ in range(cells_per_device)]
+    return [str(device)] * cells_per_device
+
+
 class LocalPool:
     """``--executor local --jobs N``: N spawned worker processes, each pinned to one device.
 
+    Several workers may share a device (``--cells-per-device``, ``pool_devices``): each is its own
+    process with its own CUDA context and allocator, so a cell's numbers are those it has alone
+    (same code, same thread count) and an out-of-memory error fails only the cell that raised it.
     A worker that dies is replaced (same device) and its cell reported ``lost``; workers exit
     when the driver does, even when it is SIGKILLed.
     """
@@ -351,31 +360,38 @@ def waves(cells: list[Cell], cache_dir: Path) -> list[list[Cell]]:
     return [wave for wave in (first, second) if wave]
 
 
-def run_grid(executor: Executor, cells: list[Cell], job: Job, has_groups: bool, log: Any) -> Tally:
+def run_grid(
+    executor: Executor, cells: list[Cell], job: Job, has_groups: bool, log: Any, estimate_s: float | None = None
+) -> Tally:
     """Run ``cells`` with ``executor`` (in ``waves``), printing one line per finished cell to ``log``.
+
+    ``estimate_s`` (``plan.estimate``) gives the time left before the first cell has finished.
 
     A cell whose worker raised or died without writing rows gets one ``failed`` row with the
     reason; a died worker's row is marked ``LOST`` so the next run redoes the cell.
     """
     store, tally, start = Store(job.store_root), Tally(), time.time()
     before = {c.key: _stamp(store.path(c.key)) for c in cells}
+    progress = Progress(cells, job.cache_dir, log, estimate_s=estimate_s)
     outcomes = (outcome for wave in waves(cells, job.cache_dir) for outcome in executor.run(wave, job))
-    for i, (cell, state, detail) in enumerate(outcomes, 1):
-        if state in ("error", "lost") and _stamp(store.path(cell.key)) == before[cell.key]:
-            error = f"{LOST}: {detail}" if state == "lost" else f"WorkerError: {detail}"
-            store.write(cell.key, failed_frame(cell, has_groups, error, "", time.time() - start))
-        state = store.state(cell.key) or "lost"
-        rows = store.read_cell(cell.key) if store.path(cell.key).exists() else None
-        wall = f" ({rows['wall_s'].iloc[0]:.1f} s)" if rows is not None else ""
-        print(
-            f"[{i}/{len(cells)}] {cell.method} {cell.transfer} seed={cell.seed} k={cell.few_shot}: {state}{wall}",
-            file=log,
-            flush=True,
-        )
-        if state != "ok" and rows is not None:
-            print("    " + rows["error"].iloc[0].splitlines()[0][:300], file=log, flush=True)
-        tally.ok += state == "ok"
-        tally.failed += state != "ok"
-        tally.lost += state == "lost"
+    with progress:  # elapsed time and what remains, per cell and (in a log) as a heartbeat
+        for i, (cell, state, detail) in enumerate(outcomes, 1):
+            if state in ("error", "lost") and _stamp(store.path(cell.key)) == before[cell.key]:
+                error = f"{LOST}: {detail}" if state == "lost" else f"WorkerError: {detail}"
+                store.write(cell.key, failed_frame(cell, has_groups, error, "", time.time() - start))
+            state = store.state(cell.key) or "lost"
+            rows = store.read_cell(cell.key) if store.path(cell.key).exists() else None
+            wall = f" ({rows['wall_s'].iloc[0]:.1f} s)" if rows is not None else ""
+            print(
+                f"[{i}/{len(cells)}] {cell.method} {cell.transfer} seed={cell.seed} k={cell.few_shot}: "
+                f"{state}{wall}; {progress.finished(cell)}",
+                file=log,
+                flush=True,
+            )
+            if state != "ok" and rows is not None:
+                print("    " + rows["error"].iloc[0].splitlines()[0][:300], file=log, flush=True)
+            tally.ok += state == "ok"
+            tally.failed += state != "ok"
+            tally.lost += state == "lost"
     tally.wall_s = time.time() - start
     return tally

@@ -10,9 +10,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from leaderboard.store import SCHEMA
+from benchmarks.core.files import atomic_write
+from benchmarks.core.schema import SCHEMA
 
-COLUMNS = list(SCHEMA)  # the leaderboard reads the same schema
+COLUMNS = list(SCHEMA)  # the leaderboard reads the same schema (benchmarks/core/schema.py)
 
 
 LOST = "WorkerLost"  # error prefix of a cell whose worker died before writing: redone by the next run
@@ -71,19 +72,8 @@ class Store:
         missing = [c for c in COLUMNS if c not in rows.columns]
         if missing:
             raise ValueError(f"cell {key}: rows lack columns {missing}")
-        self.cells.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(
-            dir=self.cells, prefix=f".{key}~{socket.gethostname()}~{os.getpid()}~", suffix=".tmp"
-        )
-        os.close(fd)
-        try:
-            rows[COLUMNS + [c for c in rows.columns if c not in COLUMNS]].to_parquet(tmp, index=False)
-            with open(tmp, "rb") as fh:
-                os.fsync(fh.fileno())  # on disk before it gets the cell's name
-            os.replace(tmp, self.path(key))
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+        with atomic_write(self.path(key), prefix=f".{key}~{socket.gethostname()}~{os.getpid()}~") as fh:
+            rows[COLUMNS + [c for c in rows.columns if c not in COLUMNS]].to_parquet(fh, index=False)
         return self.path(key)
 
     def clean_stale(self) -> int:

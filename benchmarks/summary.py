@@ -1,40 +1,136 @@
-"""End-of-run summary: mean Dice per transfer for every method the store holds."""
+"""End-of-run summary: per transfer, each method's Dice, which is best and by how much, and what to run next."""
 
 from __future__ import annotations
+
+import shlex
+from pathlib import Path
 
 import pandas as pd
 
 from benchmarks.config import Cell
+from leaderboard.store import variant_names
+
+MIN_SEEDS = 3  # below this no interval is shown (docs/statistics.md: seeds share nothing else)
+CONTROLS = ("finetune", "scratch")
 
 
-def summary_table(rows: pd.DataFrame, cells: list[Cell]) -> str:
-    """Per transfer of this run: mean Dice ± std over (seed, subject, region), n rows, seeds, failures."""
+def _label(variant: str, tuned: float, lr: float) -> str:
+    return variant + (f" (tuned, {int(tuned)} trials, lr {lr:.3g})" if tuned > 0 else "")
+
+
+def _blocks(cells: list[Cell]) -> list[tuple[str, str, int]]:
+    """(source, target, K) of every transfer of the run; a target with scratch only gets source ''."""
+    transfers = sorted({(c.source_task, c.target_task, c.few_shot) for c in cells if c.source_task})
+    alone = {("", c.target_task, c.few_shot) for c in cells} - {("", t, k) for _, t, k in transfers}
+    return transfers + sorted(alone)
+
+
+def _rows_of(rows: pd.DataFrame, cells: list[Cell], source: str, target: str, k: int) -> pd.Series:
+    """Test rows of one transfer at K in this run's setting, scratch rows of its target included."""
+    same = (rows["target_task"] == target) & rows["source_task"].isin([source, ""]) & (rows["few_shot"] == k)
+    same &= rows["dataset"].isin({c.dataset for c in cells}) & rows["backbone"].isin({c.backbone for c in cells})
+    same &= rows["target_steps"].isin({c.budget.target_steps for c in cells})
+    if "split" in rows:  # tuning trials score the validation subjects: never in this table
+        same &= rows["split"].fillna("test") == "test"
+    return same
+
+
+def _interval(out: Path, keys: set[str], best: str, control: str) -> str:
+    """``[95% CI lo, hi], verdict`` from the leaderboard's crossed (seed x subject) model, on this transfer."""
+    from leaderboard import compare, load_store  # scipy/statsmodels: only when an interval is asked for
+    from leaderboard.errors import LeaderboardError
+
+    try:
+        frame = load_store(out)
+        table = compare(frame[frame["cell_key"].isin(keys)], control, include_smoke=True)
+    except LeaderboardError as exc:  # the run's results stay valid; the summary says why there is no interval
+        return f" (no interval: {exc})"
+    row = table[(table["method"] == best) & (table["scope"] == "all")]
+    if row.empty or pd.isna(row["ci_low"].iloc[0]):
+        return ""
+    r = row.iloc[0]
+    return f" [95% CI {r.ci_low:+.3f}, {r.ci_high:+.3f}; {r.verdict}]"
+
+
+def _verdict(sub: pd.DataFrame, out: Path) -> str:
+    """``best: X (Dice m): +d vs finetune [CI], +d vs scratch [CI]`` for one transfer."""
+    ok = sub[sub["status"] == "ok"]
+    if ok.empty:
+        return "  no finished cell"
+    means = ok.groupby("variant")["dice"].mean()
+    best = str(means.idxmax())
+    parts = []
+    for control in CONTROLS:
+        if control == best:
+            continue
+        if control not in means:
+            parts.append(f"no {control} in this run")
+            continue
+        seeds = min(ok.loc[ok["variant"] == v, "seed"].nunique() for v in (best, control))
+        interval = _interval(out, set(sub["cell_key"]), best, control) if seeds >= MIN_SEEDS else ""
+        parts.append(f"{means[best] - means[control]:+.3f} vs {control}{interval}")
+    if best == "scratch":
+        parts.append("no transferred model beat training from scratch (negative transfer, if it holds over seeds)")
+    return f"  best: {best} (Dice {means[best]:.3f}): {'; '.join(parts)}"
+
+
+def run_summary(rows: pd.DataFrame, cells: list[Cell], out: Path, smoke: bool = False) -> str:
+    """The run's answer, per transfer: every method's mean Dice, the best one and its margin over the controls.
+
+    ``rows`` is the whole store (``Store.read``); methods another run put in it for the same transfer
+    and setting are shown too. Variants are named as the leaderboard names them (``trm(alpha=2)``).
+    ``smoke`` (the run used ``--steps``) adds ``--include-smoke`` to the leaderboard command.
+    """
     lines: list[str] = []
-    transfers = sorted({(c.source_task, c.target_task) for c in cells if c.source_task})
-    transfers += sorted({("", c.target_task) for c in cells} - {("", t) for _, t in transfers})
-    for source, target in transfers:
-        same = (rows["target_task"] == target) & (rows["source_task"].isin([source, ""]))
-        for attr, col in (("dataset", "dataset"), ("backbone", "backbone")):
-            same &= rows[col].isin({getattr(c, attr) for c in cells})
-        same &= rows["few_shot"].isin({c.few_shot for c in cells})
-        same &= rows["target_steps"].isin({c.budget.target_steps for c in cells})
-        sub = rows[same]
+    if not rows.empty:
+        rows = rows.assign(variant=variant_names(rows))
+    for source, target, k in _blocks(cells) if not rows.empty else []:
+        sub = rows[_rows_of(rows, cells, source, target, k)]
+        sub = sub.assign(tuned=sub.get("tuned_trials", 0), lr=sub.get("lr", float("nan"))).fillna({"tuned": 0})
         if sub.empty:
             continue
-        lines.append(f"\n{source or 'scratch'} -> {target}")
-        lines.append(f"  {'method':<28} {'Dice':>15} {'n':>5} {'seeds':>6} {'failed':>7}")
-        for (method, params), grp in sub.groupby(["method", "method_params"], sort=True):
+        kind = sub.loc[sub["source_task"] != "", "transfer_type"]
+        kind = f"{kind.iloc[0]}, " if len(kind) else ""
+        steps = ", ".join(str(s) for s in sorted(sub["target_steps"].unique()))
+        lines.append(f"\n{source or 'scratch'} -> {target}  ({kind}K={k or 'all'}, {steps} target steps)")
+        lines.append(f"  {'method':<32} {'Dice':>15} {'n':>5} {'seeds':>6} {'failed':>7}")
+        for (variant, tuned, lr), grp in sub.groupby(["variant", "tuned", "lr"], sort=True, dropna=False):
             ok = grp[grp["status"] == "ok"]
-            label = method if params in ("{}", "") else f"{method} {params}"
             mean, std = ok["dice"].mean(), ok["dice"].std(ddof=1) if len(ok) > 1 else 0.0
             failed = grp.loc[grp["status"] == "failed", "cell_key"].nunique()
             dice = f"{mean:.3f} ± {std:.3f}" if len(ok) else "-"
-            lines.append(f"  {label:<28} {dice:>15} {len(ok):>5} {ok['seed'].nunique():>6} {failed:>7}")
-    seeds = max((rows[rows["cell_key"].isin({c.key for c in cells})]["seed"].nunique()), 0)
-    if seeds < 3:
-        lines.append(
-            f"\nThese numbers stand on {seeds} seed(s). Fewer than 3 seeds cannot establish a difference "
-            "between methods: rerun with --seeds 0 1 2 (or more) and read the leaderboard "
-            "(python -m leaderboard.build) for paired tests and confidence intervals."
-        )
+            lines.append(
+                f"  {_label(variant, tuned, lr):<32} {dice:>15} {len(ok):>5} {ok['seed'].nunique():>6} {failed:>7}"
+            )
+        lines.append(_verdict(sub, out))
+    lines += _footer(rows, cells, out, smoke)
     return "\n".join(lines)
+
+
+def _footer(rows: pd.DataFrame, cells: list[Cell], out: Path, smoke: bool) -> list[str]:
+    mine = rows[rows["cell_key"].isin({c.key for c in cells})] if not rows.empty else rows
+    seeds = int(mine["seed"].nunique()) if len(mine) else 0
+    lines = [
+        "\nDice: mean ± std over rows; n = rows = test subjects x regions x seeds (one row per test subject "
+        "and region of every seed); best = highest mean Dice, its margin = difference of the means."
+    ]
+    if any("*" in t for c in cells for t in (c.source_task, c.target_task)):
+        lines.append("A * in a task name means every group (institution) pooled, e.g. *-t1ce-TC.")
+    if seeds < MIN_SEEDS:
+        lines.append(
+            f"These numbers stand on {seeds} seed(s). Fewer than {MIN_SEEDS} seeds cannot establish a difference "
+            "between methods (no interval is shown): rerun with --seeds 0 1 2 (or more)."
+        )
+    else:
+        lines.append(
+            "Intervals: 95% CI of the difference from the leaderboard's crossed seed x subject model, "
+            "computed on this transfer alone (the leaderboard corrects for all comparisons at once)."
+        )
+    command = ["python", "-m", "leaderboard.build", "--results", str(out), "--out", str(out / "site")]
+    if not rows.empty and rows["suite"].nunique() > 1:
+        command += [a for s in sorted({c.suite for c in cells}) for a in ("--suite", s)]
+    if smoke:
+        command.append("--include-smoke")
+    lines.append(f"Results: {mine['cell_key'].nunique() if len(mine) else 0} cells in {Path(out).resolve()}/cells")
+    lines.append(f"Next, tables with paired tests and figures: {shlex.join(command)}")
+    return lines

@@ -3,7 +3,7 @@
 Importing the package registers the built-in adapters (fets2021, phantom, brats2021,
 iseg2019, mni152, msd); ``DATASETS.names()`` lists them.
 The torch-dependent slice API (``datasets.slices``) is imported lazily, so that
-``datasets.registry``/``datasets.base`` stay usable without torch.
+``datasets.base`` stays usable without torch.
 """
 
 from importlib import import_module

@@ -6,7 +6,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, ClassVar
 
-from datasets.registry import Registry
+from benchmarks.core.registry import Registry
 
 
 class DataError(ValueError):

@@ -13,7 +13,7 @@ import pandas as pd
 
 from datasets.base import DATASETS, DataError, DatasetAdapter, Subject
 from datasets.io import header_spacing
-from datasets.phantom import phantom_root
+from datasets.phantom import generate_phantom, phantom_root
 
 MODALITY_SUFFIXES = {"t1": ("t1",), "t1ce": ("t1ce", "t1gd"), "t2": ("t2",), "flair": ("flair",)}
 EXTENSIONS = (".nii.gz", ".nii")
@@ -45,7 +45,8 @@ class FeTS2021(DatasetAdapter):
     def __init__(self, root: Path, partitioning: int = 1, **options: Any) -> None:
         super().__init__(root, **options)
         if options:
-            raise DataError(f"dataset {self.name!r}: unknown option(s) {sorted(options)}; valid: partitioning")
+            valid = "partitioning, aligned" if self.name == "phantom" else "partitioning"
+            raise DataError(f"dataset {self.name!r}: unknown option(s) {sorted(options)}; valid: {valid}")
         try:
             self.partitioning = int(partitioning)
         except (TypeError, ValueError):
@@ -101,6 +102,14 @@ class FeTS2021(DatasetAdapter):
 @DATASETS.register("phantom")
 class Phantom(FeTS2021):
     """The procedural brain-tumour phantom (datasets.phantom), generated on first use."""
+
+    def __init__(self, root: Path, aligned: bool | str = False, **options: Any) -> None:
+        flag = str(aligned).strip().lower()
+        if flag not in ("true", "false", "1", "0", "yes", "no"):
+            raise DataError(f"dataset 'phantom': aligned={aligned!r} is not true or false")
+        if flag in ("true", "1", "yes"):  # the aligned variant, generated once beside the default phantom
+            root = generate_phantom(Path(root).parent / f"{Path(root).name}-aligned", aligned=True)
+        super().__init__(root, **options)
 
     @classmethod
     def default_root(cls, cache_dir: Path) -> Path:

@@ -6,10 +6,32 @@ import json
 import os
 import shutil
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path
 
 from datasets.base import DataError
+
+_MAY_GENERATE: ContextVar[bool] = ContextVar("ntbench_may_generate", default=True)
+
+
+class NotGenerated(DataError):
+    """An embedded dataset is not in the cache yet and generating it was not allowed (a dry run)."""
+
+    def __init__(self, root: Path, params: dict) -> None:
+        super().__init__(f"{root}: not generated yet")
+        self.root, self.params = root, params
+
+
+@contextmanager
+def no_generation() -> Iterator[None]:
+    """Within this block ``generate_once`` raises ``NotGenerated`` instead of writing a dataset."""
+    token = _MAY_GENERATE.set(False)
+    try:
+        yield
+    finally:
+        _MAY_GENERATE.reset(token)
 
 
 def check_existing(root: Path, params: dict, kind: str) -> None:
@@ -33,6 +55,8 @@ def generate_once(root: Path, params: dict, kind: str, build: Callable[[Path], N
     if root.exists():
         check_existing(root, params, kind)
         return root
+    if not _MAY_GENERATE.get():
+        raise NotGenerated(root, params)
     root.parent.mkdir(parents=True, exist_ok=True)
     tmp = root.parent / f"{root.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     try:

@@ -12,7 +12,6 @@ import hashlib
 import json
 import multiprocessing
 import os
-import uuid
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
@@ -20,6 +19,7 @@ import numpy as np
 from scipy.ndimage import gaussian_filter, zoom
 from tqdm import tqdm
 
+from benchmarks.core.files import atomic_write
 from datasets import io as dio
 from datasets.base import DataError, DatasetAdapter, Subject
 
@@ -98,19 +98,14 @@ def _build(
         arrays["label"] = np.moveaxis(resize_inplane(label[..., keep].astype(np.int16), size, True), -1, 0)
     h, w, d = brain.shape
     resized_spacing = (spacing[0] * h / size[0], spacing[1] * w / size[1], spacing[2])
-    tmp = out.with_name(f"{out.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
-    try:
-        with open(tmp, "wb") as fh:
-            np.savez(
-                fh,
-                z=keep.astype(np.int32),
-                spacing=np.asarray(resized_spacing, dtype=np.float64),
-                volume_shape=np.asarray((size[0], size[1], d), dtype=np.int64),
-                **{k: np.ascontiguousarray(v) for k, v in arrays.items()},
-            )
-        os.replace(tmp, out)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with atomic_write(out) as fh:
+        np.savez(
+            fh,
+            z=keep.astype(np.int32),
+            spacing=np.asarray(resized_spacing, dtype=np.float64),
+            volume_shape=np.asarray((size[0], size[1], d), dtype=np.int64),
+            **{k: np.ascontiguousarray(v) for k, v in arrays.items()},
+        )
     return None
 
 

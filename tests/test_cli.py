@@ -8,7 +8,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from benchmarks.run import main
+from benchmarks.cli import main
 
 STEPS = ["--steps", "2"]
 
@@ -140,3 +140,38 @@ def test_checkpoint_initialises_and_enters_the_key(
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "does not fit backbone 'unet'" in err
     assert _snapshot(out) == before
+
+
+def test_summary_answers_the_question(run_dirs: tuple[Path, Path], capsys: pytest.CaptureFixture) -> None:
+    """Best method and margins per transfer, n and * explained, where results are, a leaderboard command that works."""
+    import shlex
+
+    from leaderboard.build import main as leaderboard_main
+
+    out, cache = run_dirs
+    capsys.readouterr()
+    common = ["--out", str(out), "--cache-dir", str(cache), *STEPS, "--source", "01-t2-WT", "--target", "01-t1-WT"]
+    assert main([*common, "--method", "trm", "finetune", "scratch", "--param", "trm.alpha=2"]) == 0
+    assert main([*common, "--method", "trm", "finetune", "scratch"]) == 0
+    text = capsys.readouterr().out
+    block = text[text.index("01-t2-WT -> 01-t1-WT") :]
+    assert "cross-modality" in block.splitlines()[0]
+    assert "trm(alpha=2)" in block and "trm(defaults)" in block  # the leaderboard's variant names
+    best = next(line for line in block.splitlines() if line.strip().startswith("best:"))
+    winner = best.split()[1]
+    assert all(f" vs {control}" in best for control in ("finetune", "scratch") if control != winner), best
+    assert "n = rows = test subjects x regions x seeds" in text
+    assert "A * in a task name" not in text  # no pooled task in the last run
+    assert f"cells in {out.resolve()}/cells" in text
+    command = shlex.split(text.split("Next, tables with paired tests and figures: ")[1].splitlines()[0])
+    assert command[:3] == ["python", "-m", "leaderboard.build"] and "--include-smoke" in command
+    assert leaderboard_main(command[3:]) == 0  # works as printed
+    assert (out / "site" / "index.html").is_file()
+
+
+def test_summary_explains_the_star(run_dirs: tuple[Path, Path], capsys: pytest.CaptureFixture) -> None:
+    out, cache = run_dirs
+    capsys.readouterr()
+    assert main(["--method", "finetune", "scratch", "--out", str(out), "--cache-dir", str(cache), *STEPS]) == 0
+    text = capsys.readouterr().out
+    assert text.count("A * in a task name means every group") == 1

@@ -42,7 +42,8 @@ def test_key_changes_with_every_result_input() -> None:
 
 
 def test_param_order_does_not_matter() -> None:
-    assert _cell(method_params={"a": 1, "b": 2}).key == _cell(method_params={"b": 2, "a": 1}).key
+    a, b = {"alpha": 2.0, "stride": 2}, {"stride": 2, "alpha": 2.0}
+    assert _cell(method="trm", method_params=a).key == _cell(method="trm", method_params=b).key
 
 
 def test_scratch_key_ignores_source_budget() -> None:
@@ -58,3 +59,25 @@ def test_transfer_type() -> None:
     assert transfer_type("01-t2-WT", "02-t1-TC", True) == "mixed"
     assert transfer_type("t1-CSF", "t2-CSF", False) == "cross-modality"
     assert transfer_type("", "t2-CSF", False) == "none"
+
+
+def test_fields_added_later_keep_old_keys_at_their_default(monkeypatch) -> None:
+    from benchmarks import config
+
+    before = _cell().key
+    monkeypatch.setitem(config.KEY_STABLE_DEFAULTS, "budget", {"batch_size": 8})
+    assert _cell().key != before  # batch_size (at its default 8) left the hash: the mechanism acts
+    assert replace(_cell(), budget=replace(Budget(), batch_size=16)).key != _cell().key
+
+
+def test_key_includes_the_method_defaults(monkeypatch) -> None:
+    """A default changed by a release gives new keys: results of the old default are never reused."""
+    from methods import METHODS
+
+    explicit = _cell(method="trm", method_params=dict(METHODS.get("trm")().params))
+    assert explicit.key == _cell(method="trm").key  # the same run, named with or without its defaults
+    before = _cell(method="trm").key
+    cls = METHODS.get("trm")
+    changed = {**cls.hparams, "alpha": replace(cls.hparams["alpha"], default=cls.hparams["alpha"].default + 1)}
+    monkeypatch.setattr(cls, "hparams", changed)
+    assert _cell(method="trm").key != before

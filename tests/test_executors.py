@@ -11,9 +11,10 @@ import pytest
 import submitit
 import torch
 
+from benchmarks.cli import build_parser, main, slurm_parameters
 from benchmarks.data import open_dataset
 from benchmarks.executors import waves
-from benchmarks.run import build_parser, grid_cells, main, slurm_parameters
+from benchmarks.grid import grid_cells
 from benchmarks.sources import source_key
 from benchmarks.suite import Suite
 from datasets.phantom import generate_phantom
@@ -102,7 +103,7 @@ def test_executors_write_identical_rows(
     # --dry-run lists the cells and the work left, and writes nothing.
     assert main([*_args(grid, tmp_path / "empty"), "--dry-run"]) == 0
     plan = capsys.readouterr().out
-    assert "4 to run" in plan and "2 source model(s)" in plan and "time unknown" in plan
+    assert "4 to run" in plan and "2 source model(s)" in plan and "calibrated just now" in plan
     assert not (tmp_path / "empty").exists()
     assert (
         main(
@@ -123,7 +124,7 @@ def test_executors_write_identical_rows(
         == 0
     )
     plan = capsys.readouterr().out
-    assert plan.count("ok (kept)") == 4 and "0 to run" in plan and "s/step (measured on 4 finished" in plan
+    assert plan.count("ok (kept)") == 4 and "0 to run" in plan and "work left: none" in plan
 
 
 BAD = {

@@ -126,7 +126,7 @@ def _cells(out: Path) -> int:
 def test_killed_runs_resume_without_losing_or_duplicating(
     phantom: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:
-    from benchmarks.run import main
+    from benchmarks.cli import main
 
     args = _setup(phantom, tmp_path, "finetune, scratch", source_steps=20)
     out, sources, log = tmp_path / "out", tmp_path / "cache" / "sources", tmp_path / "runs.log"
@@ -330,7 +330,7 @@ def failing_methods() -> Iterator[dict[str, bool]]:
 def test_failed_cells_recorded_and_retried(
     phantom: tuple[Path, Path], failing_methods: dict[str, bool], tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:
-    from benchmarks.run import main
+    from benchmarks.cli import main
 
     args = [*_setup(phantom, tmp_path, "test-nan, test-oom, scratch"), "--seeds", "0"]
     out = tmp_path / "out"

@@ -29,8 +29,8 @@ def test_interrupted_write_leaves_no_cell(tmp_path: Path, monkeypatch: pytest.Mo
     store = Store(tmp_path)
     store.write("a", _rows("a"))
 
-    def boom(self: pd.DataFrame, path: str, **kw: object) -> None:
-        Path(path).write_bytes(b"half a parquet file")
+    def boom(self: pd.DataFrame, fh: object, **kw: object) -> None:
+        fh.write(b"half a parquet file")
         raise KeyboardInterrupt
 
     monkeypatch.setattr(pd.DataFrame, "to_parquet", boom)

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 from layouts import make_brats, make_iseg, make_msd, snapshot, tiny_suite, truncate
 
-from benchmarks.run import main
+from benchmarks.cli import main
 from datasets.base import DATASETS
 
 # adapter -> (writer, source task, target task)

@@ -8,8 +8,9 @@ import pandas as pd
 import pytest
 from layouts import make_iseg, save_nifti, volumes
 
+from benchmarks.cli import main
 from benchmarks.data import open_dataset
-from benchmarks.run import build_cells, main
+from benchmarks.grid import build_cells
 from benchmarks.suite import load_suite
 
 

@@ -1,0 +1,58 @@
+"""Signs of life: cell weights, elapsed/remaining text, and the heartbeat in a log that is not a terminal."""
+
+from __future__ import annotations
+
+import io
+import time
+from pathlib import Path
+
+from benchmarks.config import Budget, Cell
+from benchmarks.progress import Progress, clock, weights
+
+BUDGET = Budget(source_steps=100, target_steps=10)
+
+
+def _cell(method: str, source: str, seed: int = 0) -> Cell:
+    return Cell("s", "phantom", source, "01-t1-WT", method, "unet", seed, budget=BUDGET)
+
+
+def test_weights_count_a_missing_source_once(tmp_path: Path) -> None:
+    cells = [_cell("finetune", "01-t2-WT"), _cell("trm", "01-t2-WT"), _cell("scratch", "")]
+    assert list(weights(cells, tmp_path).values()) == [110, 10, 10]
+
+
+def test_clock() -> None:
+    assert [clock(s) for s in (5, 75, 3700)] == ["5s", "1m15s", "1h01m"]
+
+
+def test_estimate_after_the_first_cell(tmp_path: Path) -> None:
+    cells = [_cell("finetune", "01-t2-WT"), _cell("scratch", "")]
+    progress = Progress(cells, tmp_path, io.StringIO())
+    assert progress.status().endswith("estimate after the first cell")
+    progress.start -= 110.0  # the first cell (110 of 120 steps) took 110 s
+    assert progress.finished(cells[0]) == "elapsed 1m50s, about 10s left"
+    assert "left" not in progress.finished(cells[1])
+
+
+def test_heartbeat_in_a_log_not_in_a_terminal(tmp_path: Path) -> None:
+    log = io.StringIO()
+    with Progress([_cell("scratch", "")], tmp_path, log, heartbeat_s=0.05):
+        time.sleep(0.5)  # the heartbeat thread polls every min(heartbeat_s, 5 s)
+    assert "... running: 0/1 cells finished; elapsed" in log.getvalue()
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    tty = Terminal()
+    with Progress([_cell("scratch", "")], tmp_path, tty, heartbeat_s=0.05):
+        time.sleep(0.3)
+    assert tty.getvalue() == ""  # tqdm bars there instead
+
+
+def test_calibrated_estimate_before_the_first_cell(tmp_path: Path) -> None:
+    progress = Progress([_cell("scratch", "")], tmp_path, io.StringIO(), estimate_s=100.0)
+    progress.start -= 40.0
+    assert progress.status() == "elapsed 40s, about 1m00s left (calibrated estimate)"
+    progress.start -= 100.0
+    assert progress.status() == "elapsed 2m20s, longer than the calibrated estimate of 1m40s"
