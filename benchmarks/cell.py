@@ -7,7 +7,7 @@ import json
 import subprocess
 import time
 import traceback
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from functools import lru_cache
 from importlib.metadata import PackageNotFoundError, version
@@ -23,7 +23,7 @@ from benchmarks.metrics import dice_hd95
 from benchmarks.sources import source_model
 from benchmarks.store import Store
 from benchmarks.train import predict, seed_all, train
-from datasets.base import DataError
+from datasets.base import DataError, Task
 from datasets.slices import SliceDataset, assemble_volume
 from methods.base import METHODS, Method, RunContext
 
@@ -50,34 +50,50 @@ def code_version() -> str:
         return "unknown"
 
 
-def _evaluate(model: torch.nn.Module, data: OpenDataset, cell: Cell, device: torch.device) -> list[dict]:
-    """Dice/HD95 per subject of the cell's split (test, or val for a tuning trial) and region, on the 3D volume."""
-    task = data.task(cell.target_task)
+@dataclass(frozen=True)
+class CellData:
+    """A cell's tasks and subjects, parsed and looked up once, then used by every stage of the cell."""
+
+    source: Task | None  # None for methods trained from random init
+    target: Task
+    train_ids: list[str]  # the seed's few-shot draw of target training subjects
+    eval_ids: list[str]  # the target task's subjects of the cell's split (test, or val for a tuning trial)
+
+
+def resolve(cell: Cell, data: OpenDataset) -> CellData:
+    """Parse the cell's task strings and draw its subjects (docs/design.md §A cell's life)."""
+    target = data.task(cell.target_task)
+    eval_ids = data.task_ids(target, cell.split)
+    if not eval_ids:
+        raise DataError(f"task {target}: no {cell.split} subjects")
+    source = data.task(cell.source_task) if cell.source_task else None
+    return CellData(source, target, data.train_ids(target, cell.few_shot, cell.seed), eval_ids)
+
+
+def _evaluate(model: torch.nn.Module, data: OpenDataset, resolved: CellData, device: torch.device) -> list[dict]:
+    """Dice/HD95 per subject of the cell's split and region, on the re-assembled 3D volume."""
     rows = []
-    test_ids = data.task_ids(task, cell.split)
-    if not test_ids:
-        raise DataError(f"task {task}: no {cell.split} subjects")
-    for sid in test_ids:
-        slices = data.slices(task, [sid])
+    for sid in resolved.eval_ids:
+        slices = data.slices(resolved.target, [sid])
         pred = assemble_volume(slices, sid, predict(model, slices, device))
         truth = assemble_volume(slices, sid, slices.labels)
-        for cls, region in enumerate(task.regions, start=1):
+        for cls, region in enumerate(resolved.target.regions, start=1):
             dice, hd = dice_hd95(pred == cls, truth == cls, slices.spacing[sid])
             rows.append({"subject_id": sid, "region": region, "dice": dice, "hd95": hd})
     return rows
 
 
 def fine_tune(
-    cell: Cell, data: OpenDataset, cache_dir: Path, device: torch.device
+    cell: Cell, data: OpenDataset, cache_dir: Path, device: torch.device, resolved: CellData | None = None
 ) -> tuple[SegModel, SegModel | None, Method]:
     """Build, prepare and train the cell's target model: (target, frozen source or None, method)."""
+    resolved = resolved or resolve(cell, data)
     method = METHODS.get(cell.method)(**cell.method_params)
-    task = data.task(cell.target_task)
-    train_ids = data.train_ids(task, cell.few_shot, cell.seed)
-    train_set = SliceDataset(data.slices(task, train_ids), augment=cell.budget.augment, seed=cell.seed)
+    task = resolved.target
+    train_set = SliceDataset(data.slices(task, resolved.train_ids), augment=cell.budget.augment, seed=cell.seed)
     source = None
     if method.init == "source":
-        source, _ = source_model(cell, data, cache_dir, device)
+        source, _ = source_model(cell, data, cache_dir, device, resolved.source)
     # Seed after the source exists: whether this cell trained it or loaded it must not change the result.
     seed_all(cell.seed, "target-init")
     if source is not None:
@@ -105,8 +121,9 @@ def fine_tune(
 
 
 def _fine_tune(cell: Cell, data: OpenDataset, cache_dir: Path, device: torch.device) -> tuple[list[dict], dict]:
-    target, _, method = fine_tune(cell, data, cache_dir, device)
-    return _evaluate(target, data, cell, device), method.result_columns()
+    resolved = resolve(cell, data)
+    target, _, method = fine_tune(cell, data, cache_dir, device, resolved)
+    return _evaluate(target, data, resolved, device), method.result_columns()
 
 
 def cell_frame(

@@ -19,6 +19,7 @@ from benchmarks.config import KEY_STABLE_DEFAULTS, Cell
 from benchmarks.core.files import atomic_write
 from benchmarks.data import OpenDataset
 from benchmarks.train import seed_all, train
+from datasets.base import Task
 from datasets.slices import SliceDataset
 
 
@@ -67,7 +68,9 @@ def file_lock(path: Path) -> Iterator[bool]:
             yield True  # closing the file releases the lock, also when the block raises
 
 
-def source_model(cell: Cell, data: OpenDataset, cache_dir: Path, device: torch.device) -> tuple[SegModel, Path]:
+def source_model(
+    cell: Cell, data: OpenDataset, cache_dir: Path, device: torch.device, task: Task | None = None
+) -> tuple[SegModel, Path]:
     """The cell's pretrained source model, trained once under a lock and saved atomically.
 
     Workers needing the same checkpoint wait on its lock (``flock``: across processes, and across
@@ -80,7 +83,7 @@ def source_model(cell: Cell, data: OpenDataset, cache_dir: Path, device: torch.d
     if cell.checkpoint and is_nnunet_checkpoint(cell.checkpoint):
         return build_backbone(cell.backbone, 1, None, cell.checkpoint), Path(cell.checkpoint)
     path = cache_dir / "sources" / f"{source_key(cell)}.pt"
-    task = data.task(cell.source_task)
+    task = task or data.task(cell.source_task)  # the cell's parsed source task, when the caller has it
     with file_lock(path.with_suffix(".lock")) as locked:
         if not path.exists():
             for stale in path.parent.glob(f".{path.stem}-*.tmp") if locked else []:  # held: its writer is dead

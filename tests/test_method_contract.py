@@ -22,7 +22,7 @@ few_shot: [1]
 methods: [{method}]
 budget: {{source_steps: 2, target_steps: 2, batch_size: 4, size: 32}}
 transfers:
-  - {{source: 01-t2-WT, target: 01-t1-WT}}
+  - {{source: "*-t2-WT", target: "*-t1-WT"}}
 """
 
 
@@ -45,6 +45,14 @@ class Recorder(Method):
         Recorder.seen.setdefault("after_backward", []).append(
             (step, all(g is not None for g in grads), self.run.optimizer is not None)
         )
+
+
+@pytest.fixture(scope="module")
+def phantom_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """6 subjects in one institution (32x32x16): enough for a train/val/test split."""
+    from datasets.phantom import generate_phantom
+
+    return generate_phantom(tmp_path_factory.mktemp("data") / "phantom", n_subjects=6, n_groups=1, shape=(32, 32, 16))
 
 
 @pytest.fixture
@@ -87,3 +95,25 @@ def test_default_check_refuses_missing_structure() -> None:
         METHODS.get("delta")().check(_flat(1, 2), None)
     METHODS.get("delta")().check(BACKBONES.get("unet")(1, 2), None)  # passes on a declared backbone
     assert torch.is_grad_enabled()
+
+
+class Scorer(Method):
+    """Plain fine-tuning that reports a score of its own, as a transferability plugin would."""
+
+    def result_columns(self) -> dict:
+        return {"my_score": float(self.run.seed) - 0.5}
+
+
+def test_a_new_score_column_reaches_the_leaderboard(tmp_path: Path, phantom_dir: Path) -> None:
+    from leaderboard.build import main as build
+
+    register_method("test-scorer")(Scorer)
+    try:
+        args = _args(tmp_path, phantom_dir, "unet", "test-scorer, scratch")
+        assert main(args) == 0
+    finally:
+        METHODS._items.pop("test-scorer")
+    results, site = str(tmp_path / "out"), str(tmp_path / "site")
+    assert build(["--results", results, "--out", site, "--control", "test-scorer"]) == 0
+    page = (tmp_path / "site" / "leaderboard.md").read_text()
+    assert "MY SCORE" in page and "-0.500" in page
