@@ -13,9 +13,10 @@ import sys
 from dataclasses import replace
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, Any
 
 from benchmarks.core.device import DeviceError, resolve_device
+from benchmarks.core.options import DEFAULT_CACHE, OneLineParser
 from benchmarks.grid import UsageError, dataset_options
 
 if TYPE_CHECKING:  # heavy (torch, MONAI): imported in main only once the options are valid
@@ -24,7 +25,6 @@ if TYPE_CHECKING:  # heavy (torch, MONAI): imported in main only once the option
     from benchmarks.executors import Executor
     from benchmarks.suite import Suite
 
-DEFAULT_CACHE = Path(os.environ.get("NTBENCH_CACHE", Path.home() / ".cache" / "ntbench"))
 SLURM_TIME_MIN = 60
 SLURM_OPTIONS = (
     "slurm_partition",
@@ -55,13 +55,6 @@ MINIMUM: dict[str, int | float] = {
     "slurm_array_parallelism": 1,
     "ray_cpus": 1,
 }
-
-
-class OneLineParser(argparse.ArgumentParser):
-    """argparse whose errors are one line on stderr (``error: ...``) and exit status 2."""
-
-    def error(self, message: str) -> NoReturn:
-        self.exit(2, f"error: {message} (see --help)\n")
 
 
 def build_parser() -> argparse.ArgumentParser:

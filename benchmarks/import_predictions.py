@@ -21,7 +21,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from benchmarks.cli import DEFAULT_CACHE, OneLineParser
+from benchmarks.core.options import DEFAULT_CACHE, OneLineParser
 
 if TYPE_CHECKING:
     from benchmarks.data import OpenDataset

@@ -31,10 +31,10 @@ from benchmarks.cell import fine_tune  # noqa: E402
 from benchmarks.config import Cell  # noqa: E402
 from benchmarks.core.device import resolve_device  # noqa: E402
 from benchmarks.core.files import atomic_write  # noqa: E402
+from benchmarks.core.options import DEFAULT_CACHE  # noqa: E402
 from benchmarks.core.registry import UnknownNameError  # noqa: E402
 from benchmarks.data import OpenDataset, open_dataset  # noqa: E402
 from benchmarks.grid import cell_identity  # noqa: E402
-from benchmarks.paths import DEFAULT_CACHE  # noqa: E402
 from benchmarks.sources import source_key, source_model  # noqa: E402
 from benchmarks.suite import SuiteError, load_suite  # noqa: E402
 from datasets.base import DataError  # noqa: E402

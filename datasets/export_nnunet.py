@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 import nibabel as nib
 import numpy as np
 
-from benchmarks.cli import DEFAULT_CACHE, OneLineParser
+from benchmarks.core.options import DEFAULT_CACHE, OneLineParser
 from datasets import io as dio
 from datasets.base import DataError, Subject, Task
 

@@ -13,10 +13,11 @@ from pathlib import Path
 
 import pandas as pd
 
+from benchmarks.core.options import OneLineParser
 from leaderboard import figures
 from leaderboard.analysis import Options, Report, analyse
 from leaderboard.comparisons import resolve_variant
-from leaderboard.errors import LeaderboardError, OneLineParser
+from leaderboard.errors import LeaderboardError
 from leaderboard.html import page
 from leaderboard.render import to_latex, to_markdown
 from leaderboard.settings import left_out, select

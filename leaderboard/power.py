@@ -15,9 +15,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from benchmarks.core.options import OneLineParser
 from leaderboard import stats
 from leaderboard.comparisons import prepared, resolve_variant
-from leaderboard.errors import LeaderboardError, OneLineParser
+from leaderboard.errors import LeaderboardError
 from leaderboard.settings import select
 from leaderboard.store import load_store
 from leaderboard.units import METRICS, grids, wide_table
