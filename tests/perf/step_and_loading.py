@@ -31,10 +31,10 @@ from methods.trm import WEIGHT_KEY
 SUITES = ("fets2021-paper", "iseg2019-paper")  # their budgets: slice size, batch, optimiser
 
 
-def step_fn(method_name: str, budget: Budget, device: str) -> Callable[[], None]:
-    """One training step of ``method_name`` (MONAI UNet, the budget's optimiser) on a fixed random batch."""
+def step_fn(method_name: str, budget: Budget, device: str, backbone: str = "unet") -> Callable[[], None]:
+    """One training step of ``method_name`` (a backbone, the budget's optimiser) on a fixed random batch."""
     torch.manual_seed(0)
-    model = build_backbone("unet", 1, 2).to(device).train()
+    model = build_backbone(backbone, 1, 2, size=budget.size).to(device).train()
     method = METHODS.get(method_name)()
     opt = make_optimizer(method.param_groups(model, budget.lr), budget)
     shape = (budget.batch_size, budget.size, budget.size)

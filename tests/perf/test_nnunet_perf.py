@@ -13,12 +13,10 @@ from dataclasses import replace
 
 import pytest
 import torch
-from step_and_loading import time_steps  # pytest puts this folder on sys.path (prepend import mode)
+from step_and_loading import step_fn, time_steps  # pytest puts this folder on sys.path (prepend import mode)
 
 from benchmarks.backbones import build_backbone
 from benchmarks.config import Budget
-from benchmarks.train import make_optimizer
-from methods import METHODS
 
 pytest.importorskip("nnunetv2", reason="needs the nnunet extra")
 NEEDS_CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
@@ -27,25 +25,8 @@ DEVICES = ["cpu", pytest.param("cuda", marks=NEEDS_CUDA)]
 
 def backbone_step(backbone: str, budget: Budget, device: str) -> tuple[Callable[[], None], int]:
     """One finetune step of ``backbone`` at the budget's size and batch, and the model's parameter count."""
-    torch.manual_seed(0)
-    model = build_backbone(backbone, 1, 2, size=budget.size).to(device).train()
-    method = METHODS.get("finetune")()
-    opt = make_optimizer(method.param_groups(model, budget.lr), budget)
-    shape = (budget.batch_size, budget.size, budget.size)
-    batch = {
-        "image": torch.randn(shape[0], 1, *shape[1:], device=device),
-        "label": torch.randint(0, 2, shape, device=device),
-    }
-
-    def step() -> None:
-        loss = method.loss(batch, model(batch["image"]), model)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        if device.startswith("cuda"):
-            torch.cuda.synchronize()
-
-    return step, sum(p.numel() for p in model.parameters())
+    params = sum(p.numel() for p in build_backbone(backbone, 1, 2, size=budget.size).parameters())
+    return step_fn("finetune", budget, device, backbone), params
 
 
 @pytest.mark.parametrize("device", DEVICES)
