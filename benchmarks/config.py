@@ -55,7 +55,7 @@ class Cell:
     split_seed: int = 0  # fixed across seeds: test subjects are the same blocks for every seed
     checkpoint: str = ""  # initial weights (--checkpoint) for source pretraining and scratch; "" = random
     fingerprint: str = ""  # hash of the split's subject ids and of the checkpoint's bytes
-    split: str = "test"  # subjects scored: test, or val for a tuning trial (docs/design.md §tuning)
+    split: str = "test"  # subjects scored: test, or val for a tuning trial (docs/design.md §Tuning)
     trial: int = -1  # tuning trial number of a val cell; -1 = not a trial
     tuned_trials: int = 0  # trials behind a test cell's hyperparameters; 0 = declared defaults
 

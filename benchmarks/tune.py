@@ -7,7 +7,7 @@ is one ``split="val"`` cell per tuning seed, scored by the mean Dice over the ta
 subjects (never its test subjects); its configuration is in the cell key, so a finished trial is read from
 the store, never recomputed. The study is rebuilt on every run by replaying the store into a fresh
 sampler with the same seed: the sampler is deterministic given the values it was told, so it proposes
-the same configurations again and finds their cells (docs/design.md §tuning). The best trial's
+the same configurations again and finds their cells (docs/design.md §Tuning). The best trial's
 configuration then runs on the test seeds as ordinary ``split="test"`` cells with ``tuned_trials`` set.
 """
 

@@ -11,7 +11,7 @@ import pandas as pd
 from benchmarks.core.schema import SETTING_SCHEMA
 from leaderboard.errors import LeaderboardError
 
-# Identity of a setting, in label order (docs/design.md §statistics): the cell's identity columns and every
+# Identity of a setting, in label order (docs/design.md §Statistics): the cell's identity columns and every
 # column of the store's SETTING_SCHEMA except ``threads``. ``threads`` changes CPU numbers only in the last
 # bits (reduction order); it is reported in the provenance, since splitting on it would separate runs a
 # user rightly treats as one experiment. ``suite`` is not a setting either: cell keys do not contain it

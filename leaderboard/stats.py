@@ -15,7 +15,7 @@ import numpy as np
 from numpy.typing import ArrayLike
 from scipy import stats
 
-# Fewer seeds than this cannot establish a difference (docs/design.md §statistics).
+# Fewer seeds than this cannot establish a difference (docs/design.md §Statistics).
 MIN_SEEDS = 3
 # Fewer independent units than this: no critical-difference diagram.
 MIN_CD_UNITS = 5

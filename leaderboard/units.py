@@ -1,7 +1,7 @@
 """From store rows of one setting to (seed x test subject) grids: the independent units of a comparison.
 
 A *block* is one (target task, transfer, test subject, region); the *unit* is the test subject: within
-each seed, all its blocks inside a comparison's scope are averaged (docs/design.md §statistics). Scratch
+each seed, all its blocks inside a comparison's scope are averaged (docs/design.md §Statistics). Scratch
 has no source, so its result on a target task is paired with every transfer into that task.
 """
 
