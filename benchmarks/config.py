@@ -102,7 +102,7 @@ class Cell:
 
 
 def transfer_type(source: str, target: str, has_groups: bool) -> str:
-    """Classify a transfer by what changes: group, modality, region (DESIGN.md vocabulary)."""
+    """Classify a transfer by what changes: group, modality, region (docs/design.md §Vocabulary)."""
     if not source:
         return "none"
     s, t = Task.parse(source, has_groups), Task.parse(target, has_groups)
