@@ -168,10 +168,18 @@ class _Worker:
         self.device = device
         self.cell: Cell | None = None
 
-    def give(self, pending: deque[Cell]) -> None:
+    def give(self, pending: deque[Cell]) -> bool:
+        """Send the next pending cell; False if this worker died while idle (the cell stays pending)."""
         self.cell = pending.popleft() if pending else None
-        if self.cell is not None:
+        if self.cell is None:
+            return True
+        try:
             self.conn.send(self.cell)
+        except OSError:  # broken pipe or reset: the process is gone, so nothing of the cell ran
+            pending.appendleft(self.cell)
+            self.cell = None
+            return False
+        return True
 
     def outcome(self) -> tuple[str, str] | None:
         """(state, detail) once the cell is finished or the process died; None while it runs."""
@@ -219,8 +227,8 @@ class LocalPool:
         pending = deque(cells)
         workers = [_Worker(device, job, self.threads) for device in self.devices[: len(cells)]]
         try:
-            for worker in workers:
-                worker.give(pending)
+            for i in range(len(workers)):
+                self._feed(workers, i, pending, job)
             while busy := [w for w in workers if w.cell is not None]:
                 wait([w.conn for w in busy] + [w.proc.sentinel for w in busy])
                 for i, worker in enumerate(workers):
@@ -229,12 +237,23 @@ class LocalPool:
                     yield worker.cell, *result
                     if result[0] == "lost":
                         worker.cell = None
-                        worker.stop()
-                        workers[i] = worker = _Worker(worker.device, job, self.threads)
-                    worker.give(pending)
+                        self._replace(workers, i, job)
+                    self._feed(workers, i, pending, job)
         finally:
             for worker in workers:
                 worker.stop()
+
+    def _replace(self, workers: list[_Worker], i: int, job: Job) -> None:
+        workers[i].stop()
+        workers[i] = _Worker(workers[i].device, job, self.threads)
+
+    def _feed(self, workers: list[_Worker], i: int, pending: deque[Cell], job: Job) -> None:
+        """Give worker ``i`` the next cell, replacing it if it died while idle (a few times at most)."""
+        for _ in range(3):
+            if workers[i].give(pending):
+                return
+            self._replace(workers, i, job)
+        raise ExecutorError(f"worker processes on {workers[i].device} die before taking a cell")
 
 
 class Slurm:

@@ -214,3 +214,18 @@ def test_waves_train_each_source_model_once_up_front(tmp_path: Path) -> None:
     for key in keys:
         (tmp_path / "sources" / f"{key}.pt").touch()
     assert waves(cells, tmp_path) == [cells]  # every source model exists: one wave
+
+
+def test_a_worker_dead_while_idle_leaves_its_next_cell_pending(tmp_path: Path) -> None:
+    """Giving a cell to a worker that died between two cells must not crash the driver nor lose the cell."""
+    from collections import deque
+
+    from benchmarks.executors import Job, _Worker
+
+    worker = _Worker("cpu", Job(tmp_path / "spec.json", tmp_path / "out", tmp_path / "cache"), 1)
+    worker.proc.kill()
+    worker.proc.join()
+    pending = deque(["cell-a", "cell-b"])
+    assert worker.give(pending) is False
+    assert list(pending) == ["cell-a", "cell-b"] and worker.cell is None
+    worker.stop()
