@@ -8,14 +8,7 @@
 # Logs, benchmark JSON and the suite's CSV go to $OUT (default: device-out/). Packages the machine lacks
 # may travel as wheels in .whl/ (installed to /tmp/site, nothing else is touched).
 set -uo pipefail
-out=${OUT:-device-out}
-mkdir -p "$out"
-export PYTHONUNBUFFERED=1
-if compgen -G ".whl/*.whl" >/dev/null; then
-    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site \
-        .whl/*.whl || exit 1
-    export PYTHONPATH=/tmp/site
-fi
+source tests/perf/device_env.sh
 nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm,clocks.mem --format=csv | tee "$out/gpu.txt"
 python3 -c "import sys, torch; print(sys.version.split()[0], 'torch', torch.__version__, torch.cuda.get_device_name())" \
     | tee -a "$out/gpu.txt" || exit 1

@@ -4,16 +4,9 @@
 # Usage (repository root): tests/perf/device_cost.sh [LOW HIGH]   (default 40 240 steps)
 # Writes both stores' CSVs and cost.txt to $OUT (default: device-out/).
 set -euo pipefail
-out=${OUT:-device-out}
 low=${1:-40}
 high=${2:-240}
-mkdir -p "$out"
-export PYTHONUNBUFFERED=1
-if compgen -G ".whl/*.whl" >/dev/null; then  # packages the machine lacks, carried as wheels
-    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site \
-        .whl/*.whl
-    export PYTHONPATH=/tmp/site
-fi
+source tests/perf/device_env.sh
 work=$(mktemp -d)
 for steps in "$low" "$high"; do
     python3 -m benchmarks.run --suite paper-cost-phantom --steps "$steps" --out "$work/r$steps" \
