@@ -177,7 +177,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="an existing cluster, e.g. ray://head:10001 or auto "
         "(default: RAY_ADDRESS, else a local cluster of --jobs CPUs started for the run)",
     )
-    ray.add_argument("--ray-cpus", type=int, metavar="N", help="CPUs per cell task (default: 1)")
+    ray.add_argument(
+        "--ray-cpus",
+        type=int,
+        metavar="N",
+        help="CPUs per cell task (default: 1); also its torch threads unless --threads",
+    )
     return p
 
 
@@ -323,7 +328,7 @@ def make_executor(args: argparse.Namespace) -> Executor:
             args.threads or args.slurm_cpus or 0,
         )
     if args.executor == "ray":
-        return RayTasks(args.ray_address, args.jobs, args.ray_cpus or 1, args.device)
+        return RayTasks(args.ray_address, args.jobs, args.ray_cpus or 1, args.device, args.threads or 0)
     device = resolve_device(args.device)
     if args.jobs == 1 and args.cells_per_device == 1:
         return InProcess(str(device), args.threads or 0)

@@ -300,11 +300,13 @@ class RayTasks:
     """``--executor ray``: one Ray task per cell, with one GPU when the cells run on CUDA.
 
     Connects to ``address`` (or ``RAY_ADDRESS``), or starts a local cluster of ``local_cpus``
-    for the run; a Ray already initialised in this process is used as is.
+    for the run; a Ray already initialised in this process is used as is. Each task reserves
+    ``cpus`` CPUs and runs ``threads`` torch threads (0: ``cpus``).
     """
 
-    def __init__(self, address: str | None, local_cpus: int, cpus: int, device: str) -> None:
+    def __init__(self, address: str | None, local_cpus: int, cpus: int, device: str, threads: int = 0) -> None:
         self.address, self.local_cpus, self.cpus, self.device = address, local_cpus, cpus, device
+        self.threads = threads or cpus
         self.label = f"ray ({address or os.environ.get('RAY_ADDRESS') or 'local cluster'})"
 
     def run(self, cells: list[Cell], job: Job) -> Iterator[Outcome]:
@@ -321,7 +323,9 @@ class RayTasks:
                 raise ExecutorError("--device cuda: the Ray cluster has no GPUs")
             device = "cuda" if self.device == "cuda" or (self.device == "auto" and has_gpus) else "cpu"
             task = ray.remote(execute_cell).options(num_cpus=self.cpus, num_gpus=1 if device == "cuda" else 0)
-            refs = {task.remote(c, job.data_spec, job.store_root, job.cache_dir, device, self.cpus): c for c in cells}
+            refs = {
+                task.remote(c, job.data_spec, job.store_root, job.cache_dir, device, self.threads): c for c in cells
+            }
             while refs:
                 (ref,), _ = ray.wait(list(refs), num_returns=1)
                 cell = refs.pop(ref)

@@ -11,7 +11,7 @@ import pytest
 import submitit
 import torch
 
-from benchmarks.cli import build_parser, main, slurm_parameters
+from benchmarks.cli import build_parser, main, make_executor, slurm_parameters
 from benchmarks.data import open_dataset
 from benchmarks.executors import waves
 from benchmarks.grid import grid_cells
@@ -158,6 +158,15 @@ def test_bad_executor_option_one_line_exit_2(
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and message in err, err
     assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    ("options", "cpus", "threads"),
+    [([], 1, 1), (["--ray-cpus", "4"], 4, 4), (["--ray-cpus", "4", "--threads", "2"], 4, 2)],
+)
+def test_ray_tasks_reserve_ray_cpus_and_run_threads(options: list[str], cpus: int, threads: int) -> None:
+    executor = make_executor(build_parser().parse_args(["--executor", "ray", *options]))
+    assert (executor.cpus, executor.threads) == (cpus, threads)
 
 
 def test_slurm_options_become_sbatch_flags(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
