@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -28,3 +29,29 @@ def phantom_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def phantom(phantom_dir: Path) -> Phantom:
     """The phantom adapter on ``phantom_dir``."""
     return Phantom(phantom_dir)
+
+
+@pytest.fixture(scope="session")
+def grid_phantom(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """(phantom root, preprocessed-subjects folder): 2 groups of 6 subjects, 32x32x16, at 32 px; read-only.
+
+    For runs of the whole CLI: give each run its own cache with ``cache_with_subjects``.
+    """
+    from benchmarks.data import open_dataset
+
+    base = tmp_path_factory.mktemp("grid")
+    root = generate_phantom(base / "phantom", n_subjects=12, n_groups=2, shape=(32, 32, 16))
+    open_dataset("phantom", root, {}, base / "cache", 32, 0)
+    return root, base / "cache" / "subjects"
+
+
+@pytest.fixture(scope="session")
+def cache_with_subjects(grid_phantom: tuple[Path, Path]) -> Callable[[Path], Path]:
+    """``make(folder)``: a new cache folder that shares ``grid_phantom``'s preprocessed subjects (own models)."""
+
+    def make(cache: Path) -> Path:
+        cache.mkdir(parents=True)
+        (cache / "subjects").symlink_to(grid_phantom[1])
+        return cache
+
+    return make

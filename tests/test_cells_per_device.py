@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import pandas as pd
@@ -9,10 +10,8 @@ import pytest
 import torch
 
 from benchmarks.cli import main
-from benchmarks.data import open_dataset
 from benchmarks.executors import pool_devices
 from benchmarks.threads import threads_per_cell
-from datasets.phantom import generate_phantom
 
 PROVENANCE = ["code_version", "torch_version", "device", "wall_s", "created_at"]
 SUITE = """\
@@ -29,12 +28,13 @@ transfers:
 
 
 @pytest.fixture(scope="module")
-def grid(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path]:
-    base = tmp_path_factory.mktemp("pair")
-    root = generate_phantom(base / "phantom", n_subjects=8, n_groups=2, shape=(32, 32, 16))
-    open_dataset("phantom", root, {}, base / "cache", 32, 0)
-    (base / "pair.yaml").write_text(SUITE)
-    return base / "pair.yaml", root, base / "cache" / "subjects"
+def grid(
+    tmp_path_factory: pytest.TempPathFactory, grid_phantom: tuple[Path, Path], cache_with_subjects: Callable
+) -> tuple[Path, Path, Callable]:
+    """(suite file, phantom root, ``cache_with_subjects``)."""
+    suite = tmp_path_factory.mktemp("pair") / "pair.yaml"
+    suite.write_text(SUITE)
+    return suite, grid_phantom[0], cache_with_subjects
 
 
 @pytest.fixture
@@ -44,11 +44,9 @@ def keep_threads() -> None:
     torch.set_num_threads(threads)
 
 
-def _run(grid: tuple[Path, Path, Path], out: Path, *extra: str) -> pd.DataFrame:
-    suite, root, subjects = grid
-    cache = out.parent / f"{out.name}-cache"  # own source models: nothing is shared between the runs
-    cache.mkdir(parents=True)
-    (cache / "subjects").symlink_to(subjects)
+def _run(grid: tuple[Path, Path, Callable], out: Path, *extra: str) -> pd.DataFrame:
+    suite, root, new_cache = grid
+    cache = new_cache(out.parent / f"{out.name}-cache")  # own source models: nothing is shared between the runs
     argv = ["--suite", str(suite), "--data-root", str(root), "--out", str(out), "--cache-dir", str(cache)]
     assert main([*argv, "--device", "cpu", "--threads", "1", *extra]) == 0
     rows = pd.concat([pd.read_parquet(p) for p in sorted((out / "cells").glob("*.parquet"))])

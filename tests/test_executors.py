@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import pandas as pd
@@ -12,12 +13,10 @@ import submitit
 import torch
 
 from benchmarks.cli import build_parser, main, make_executor, slurm_parameters
-from benchmarks.data import open_dataset
 from benchmarks.executors import waves
 from benchmarks.grid import grid_cells
 from benchmarks.sources import source_key
 from benchmarks.suite import Suite
-from datasets.phantom import generate_phantom
 
 PROVENANCE = ["code_version", "torch_version", "device", "wall_s", "created_at"]
 SUITE = """\
@@ -36,21 +35,19 @@ THREADS = max(1, len(os.sched_getaffinity(0)) // 2)
 
 
 @pytest.fixture(scope="module")
-def grid(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path]:
-    """(suite file, phantom root, preprocessed-subjects folder): 2 groups of 6 subjects, 32x32x16."""
-    base = tmp_path_factory.mktemp("grid")
-    root = generate_phantom(base / "phantom", n_subjects=12, n_groups=2, shape=(32, 32, 16))
-    open_dataset("phantom", root, {}, base / "cache", 32, 0)
-    (base / "tiny.yaml").write_text(SUITE)
-    return base / "tiny.yaml", root, base / "cache" / "subjects"
+def grid(
+    tmp_path_factory: pytest.TempPathFactory, grid_phantom: tuple[Path, Path], cache_with_subjects: Callable
+) -> tuple[Path, Path, Callable]:
+    """(suite file, phantom root, ``cache_with_subjects``)."""
+    suite = tmp_path_factory.mktemp("suite") / "tiny.yaml"
+    suite.write_text(SUITE)
+    return suite, grid_phantom[0], cache_with_subjects
 
 
-def _args(grid: tuple[Path, Path, Path], out: Path) -> list[str]:
+def _args(grid: tuple[Path, Path, Callable], out: Path) -> list[str]:
     """CLI arguments for a run into ``out`` with its own cache (own source models), sharing the subjects."""
-    suite, root, subjects = grid
-    cache = out.parent / f"{out.name}-cache"
-    cache.mkdir(parents=True)
-    (cache / "subjects").symlink_to(subjects)
+    suite, root, new_cache = grid
+    cache = new_cache(out.parent / f"{out.name}-cache")
     return [
         "--suite",
         str(suite),

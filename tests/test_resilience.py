@@ -32,21 +32,9 @@ transfers:
 """
 
 
-@pytest.fixture(scope="module")
-def phantom(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    """(phantom root, preprocessed-subjects folder): 2 groups of 6 subjects, 32x32x16."""
-    from benchmarks.data import open_dataset
-    from datasets.phantom import generate_phantom
-
-    base = tmp_path_factory.mktemp("phantom")
-    root = generate_phantom(base / "phantom", n_subjects=12, n_groups=2, shape=(32, 32, 16))
-    open_dataset("phantom", root, {}, base / "cache", 32, 0)
-    return root, base / "cache" / "subjects"
-
-
-def _setup(phantom: tuple[Path, Path], folder: Path, methods: str, source_steps: int = 2) -> list[str]:
+def _setup(grid_phantom: tuple[Path, Path], folder: Path, methods: str, source_steps: int = 2) -> list[str]:
     """A suite file and a cache sharing the preprocessed subjects; returns the CLI arguments."""
-    root, subjects = phantom
+    root, subjects = grid_phantom
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "cache").mkdir()
     (folder / "cache" / "subjects").symlink_to(subjects)
@@ -124,11 +112,11 @@ def _cells(out: Path) -> int:
 
 
 def test_killed_runs_resume_without_losing_or_duplicating(
-    phantom: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture
+    grid_phantom: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:
     from benchmarks.cli import main
 
-    args = _setup(phantom, tmp_path, "finetune, scratch", source_steps=20)
+    args = _setup(grid_phantom, tmp_path, "finetune, scratch", source_steps=20)
     out, sources, log = tmp_path / "out", tmp_path / "cache" / "sources", tmp_path / "runs.log"
 
     # 1. The whole job killed while a source model trains: nothing is stored, no checkpoint appears.
@@ -270,8 +258,8 @@ def _ask_for_source(root: Path, cache: Path, marker: Path, barrier: Any, results
     results.put((path.stat().st_mtime_ns, sum(float(v.double().sum()) for v in model.state_dict().values())))
 
 
-def test_source_model_trained_once_across_processes(phantom: tuple[Path, Path], tmp_path: Path) -> None:
-    root, subjects = phantom
+def test_source_model_trained_once_across_processes(grid_phantom: tuple[Path, Path], tmp_path: Path) -> None:
+    root, subjects = grid_phantom
     cache, marker = tmp_path / "cache", tmp_path / "trainings.log"
     cache.mkdir()
     (cache / "subjects").symlink_to(subjects)
@@ -328,11 +316,11 @@ def failing_methods() -> Iterator[dict[str, bool]]:
 
 
 def test_failed_cells_recorded_and_retried(
-    phantom: tuple[Path, Path], failing_methods: dict[str, bool], tmp_path: Path, capsys: pytest.CaptureFixture
+    grid_phantom: tuple[Path, Path], failing_methods: dict[str, bool], tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:
     from benchmarks.cli import main
 
-    args = [*_setup(phantom, tmp_path, "test-nan, test-oom, scratch"), "--seeds", "0"]
+    args = [*_setup(grid_phantom, tmp_path, "test-nan, test-oom, scratch"), "--seeds", "0"]
     out = tmp_path / "out"
     assert main(args) == 0
     captured = capsys.readouterr()
