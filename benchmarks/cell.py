@@ -148,6 +148,7 @@ def cell_frame(
         "split": cell.split,
         "trial": cell.trial,
         "tuned_trials": cell.tuned_trials,
+        "tuned_params": json.dumps(list(cell.tuned_params)),
         "status": status,
         "error": error,
         **extra,

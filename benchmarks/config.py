@@ -58,6 +58,7 @@ class Cell:
     split: str = "test"  # subjects scored: test, or val for a tuning trial (docs/design.md §Tuning)
     trial: int = -1  # tuning trial number of a val cell; -1 = not a trial
     tuned_trials: int = 0  # trials behind a test cell's hyperparameters; 0 = declared defaults
+    tuned_params: tuple[str, ...] = ()  # the hyperparameters its study chose (lr, method params); not in the key
 
     @property
     def transfer(self) -> str:
@@ -71,6 +72,7 @@ class Cell:
         """
         d = asdict(self)
         del d["suite"], d["checkpoint"]  # the checkpoint counts by content, through the fingerprint
+        del d["tuned_params"]  # how the values were chosen, not what runs: method_params and budget hold them
         d["method_params"] = self.resolved_params()
         if not self.source_task:
             d["budget"]["source_steps"] = 0

@@ -53,23 +53,32 @@ def _interval(out: Path, keys: set[str], best: str, control: str) -> str:
 
 
 def _verdict(sub: pd.DataFrame, out: Path) -> str:
-    """``best: X (Dice m): +d vs finetune [CI], +d vs scratch [CI]`` for one transfer."""
+    """``best: X (Dice m): +d vs finetune [CI], +d vs scratch [CI]`` for one transfer.
+
+    Each control is the one of the best's kind (tuned, or not): tuned and untuned rows are separate settings.
+    """
     ok = sub[sub["status"] == "ok"]
     if ok.empty:
         return "  no finished cell"
-    means = ok.groupby("variant")["dice"].mean()
+    ok = ok.assign(label=[_label(v, t, lr) for v, t, lr in zip(ok["variant"], ok["tuned"], ok["lr"])])
+    means = ok.groupby("label")["dice"].mean()
     best = str(means.idxmax())
+    kind = ok.loc[ok["label"] == best, "tuned"].iloc[0] > 0
+    same_kind = ok[(ok["tuned"] > 0) == kind]
+    best_variant = same_kind.loc[same_kind["label"] == best, "variant"].iloc[0]
     parts = []
     for control in CONTROLS:
-        if control == best:
+        if control == best_variant:
             continue
-        if control not in means:
-            parts.append(f"no {control} in this run")
+        labels = sorted(set(same_kind.loc[same_kind["variant"] == control, "label"]))
+        if len(labels) != 1:
+            parts.append(f"no {control} in this run" if not labels else f"several {control} variants")
             continue
-        seeds = min(ok.loc[ok["variant"] == v, "seed"].nunique() for v in (best, control))
-        interval = _interval(out, set(sub["cell_key"]), best, control) if seeds >= MIN_SEEDS else ""
-        parts.append(f"{means[best] - means[control]:+.3f} vs {control}{interval}")
-    if best == "scratch":
+        seeds = min(ok.loc[ok["label"] == label, "seed"].nunique() for label in (best, labels[0]))
+        keys = set(sub.loc[(sub["tuned"] > 0) == kind, "cell_key"])
+        interval = _interval(out, keys, best_variant, control) if seeds >= MIN_SEEDS else ""
+        parts.append(f"{means[best] - means[labels[0]]:+.3f} vs {control}{interval}")
+    if best_variant == "scratch":
         parts.append("no transferred model beat training from scratch (negative transfer, if it holds over seeds)")
     return f"  best: {best} (Dice {means[best]:.3f}): {'; '.join(parts)}"
 

@@ -124,10 +124,11 @@ def suggest(trial: optuna.Trial, name: str, space: Space) -> Any:
 
 
 def apply(cell: Cell, params: dict[str, Any]) -> Cell:
-    """``cell`` with a trial's configuration: budget entries (``lr``) into the budget, the rest method params."""
+    """``cell`` with a trial's configuration: budget entries (``lr``) into the budget, the rest method params;
+    ``tuned_params`` names them all (the leaderboard names a tuned method by its other, pinned, params)."""
     budget = replace(cell.budget, **{BUDGET_FIELDS[k]: v for k, v in params.items() if k in BUDGET_SPACE})
     method_params = {**cell.method_params, **{k: v for k, v in params.items() if k not in BUDGET_SPACE}}
-    return replace(cell, budget=budget, method_params=method_params)
+    return replace(cell, budget=budget, method_params=method_params, tuned_params=tuple(sorted(params)))
 
 
 def study_key(cell: Cell) -> str:

@@ -281,9 +281,13 @@ def _coverage(rows: pd.DataFrame, dropped: dict[str, int]) -> dict:
 
 
 def tuning(df: pd.DataFrame) -> dict[str, str]:
-    """Per variant: ``tuned, N trials`` or ``default``."""
-    trials = df.groupby("variant")["tuned_trials"].max()
-    return {v: f"tuned, {int(n)} trials" if n > 0 else "default" for v, n in trials.items()}
+    """Per variant: ``tuned, N trials``, ``default``, or both (tuned and untuned rows share a name, not a setting)."""
+    out = {}
+    for variant, trials in df.groupby("variant")["tuned_trials"]:
+        n = int(trials.max())
+        text = f"tuned, {n} trials" if n > 0 else "default"
+        out[variant] = f"{text} (settings with lr tuned); default elsewhere" if n > 0 and (trials <= 0).any() else text
+    return out
 
 
 def _empty_comparisons() -> pd.DataFrame:

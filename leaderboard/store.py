@@ -101,33 +101,50 @@ def latest_runs(df: pd.DataFrame) -> pd.DataFrame:
     return df[df["created_at"] == latest].drop_duplicates(["cell_key", "subject_id", "region"], keep="last")
 
 
-def _canonical_params(text: str, cell_key: str) -> str:
+def _canonical_params(text: str, cell_key: str, chosen: str | None) -> str:
+    """``method_params`` as sorted JSON, without the keys in ``chosen`` (JSON list; "[]" = all of them)."""
     try:
         params = json.loads(text) if text.strip() else {}
+        drop = None if chosen is None else set(json.loads(chosen)) or set(params)
     except json.JSONDecodeError as exc:
-        raise LeaderboardError(f"--results: cell {cell_key} has invalid method_params JSON") from exc
-    return json.dumps(params, sort_keys=True)
+        raise LeaderboardError(f"--results: cell {cell_key} has invalid method_params or tuned_params JSON") from exc
+    return json.dumps({k: v for k, v in params.items() if not drop or k not in drop}, sort_keys=True)
 
 
 def variant_names(df: pd.DataFrame) -> pd.Series:
-    """Name each (method, method_params): the method, or ``method(k=v)`` when it has several param sets."""
+    """Name each (method, method_params): the method, or ``method(k=v)`` when it has several param sets.
+
+    Tuned and trial rows are named by their pinned params only: what their study chose (``tuned_params``;
+    every param in rows written before that column) is the outcome of tuning, not the variant. They are
+    named apart from untuned rows and may share a name with them: the two never share a setting (a tuned
+    row's lr reads ``tuned``, ``leaderboard.settings``).
+    """
+    tuned = _column(df, "tuned_trials", 0).gt(0) | _column(df, "trial", -1).ge(0)
+    chosen = [c if t else None for c, t in zip(_column(df, "tuned_params", "[]"), tuned)]
     canonical = pd.Series(
-        [_canonical_params(t, k) for t, k in zip(df["method_params"], df["cell_key"])], index=df.index
+        [_canonical_params(t, k, c) for t, k, c in zip(df["method_params"], df["cell_key"], chosen)], index=df.index
     )
-    names: dict[tuple[str, str], str] = {}
-    pairs = pd.DataFrame({"method": df["method"], "params": canonical}).drop_duplicates()
-    for method, group in pairs.groupby("method"):
+    names: dict[tuple[str, bool, str], str] = {}
+    pairs = pd.DataFrame({"method": df["method"], "tuned": tuned, "params": canonical}).drop_duplicates()
+    for (method, is_tuned), group in pairs.groupby(["method", "tuned"]):
         param_sets = sorted(group["params"])
         if len(param_sets) == 1:
-            names[(method, param_sets[0])] = method
+            names[(method, is_tuned, param_sets[0])] = method
             continue
         dicts = [json.loads(p) for p in param_sets]
         keys = sorted({k for d in dicts for k in d})
         differing = [k for k in keys if len({json.dumps(d.get(k), sort_keys=True) for d in dicts}) > 1]
         for text, params in zip(param_sets, dicts):
             label = ", ".join(f"{k}={_format_value(params[k])}" for k in differing if k in params)
-            names[(method, text)] = f"{method}({label or 'defaults'})"
-    return pd.Series([names[(m, p)] for m, p in zip(df["method"], canonical)], index=df.index)
+            names[(method, is_tuned, text)] = f"{method}({label or 'defaults'})"
+    return pd.Series([names[key] for key in zip(df["method"], tuned, canonical)], index=df.index)
+
+
+def _column(df: pd.DataFrame, name: str, default: object) -> pd.Series:
+    """``df[name]`` with ``default`` where it is absent or missing (stores written before the column)."""
+    if name not in df.columns:
+        return pd.Series(default, index=df.index)
+    return df[name].fillna(default)
 
 
 def _format_value(value: object) -> str:

@@ -14,6 +14,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+import leaderboard
 from benchmarks.cli import main
 
 ONE = ["--source", "01-t2-WT", "--target", "01-t1-WT", "--steps", "2"]
@@ -44,6 +45,9 @@ def test_trials_score_validation_subjects_then_best_runs_on_test(tuned) -> None:
     assert set(val["trial"]) == {0, 1} and set(val["seed"]) == {100} and (test["trial"] == -1).all()
     assert val.groupby("method")["cell_key"].nunique().to_dict() == {"finetune": 2, "l2sp": 2}
     assert set(test["seed"]) == {0} and (test["tuned_trials"] == 2).all()
+    assert set(test["tuned_params"]) == {'["encoder_lr_mult", "lr"]', '["alpha", "beta", "lr"]'}
+    frame = leaderboard.load_store(out)  # a tuned method is one variant, whatever its trials tried
+    assert set(frame.loc[frame["split"] == "test", "variant"]) == {"finetune", "l2sp"}
     assert not set(val["subject_id"]) & set(test["subject_id"])  # a target task's val and test never overlap
     for method, grp in test.groupby("method"):
         trials = val[val["method"] == method].groupby("cell_key").agg(dice=("dice", "mean"), lr=("lr", "first"))
@@ -57,8 +61,11 @@ def test_rerun_recomputes_nothing(tuned, capsys: pytest.CaptureFixture) -> None:
     before = snapshot(out)
     capsys.readouterr()
     assert main(args) == 0
-    assert "running 0" in capsys.readouterr().err
+    printed = capsys.readouterr()
+    assert "running 0" in printed.err
     assert snapshot(out) == before
+    best = next(line for line in printed.out.splitlines() if line.startswith("  best: "))
+    assert "no finetune" not in best and ("vs finetune" in best or best.startswith("  best: finetune"))
 
 
 def test_dry_run_counts_trial_and_test_cells(tuned, capsys: pytest.CaptureFixture) -> None:

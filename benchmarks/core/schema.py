@@ -54,8 +54,9 @@ SETTING_SCHEMA: dict[str, type] = {
     "smoke": bool,
 }
 # Columns of tuning (docs/design.md §Tuning), filled when absent: which split a row scores, which tuning trial made it
-# (-1: not a trial) and how many trials chose the method's settings (0: default settings).
-RUN_DEFAULTS: dict[str, object] = {"split": "test", "trial": -1, "tuned_trials": 0}
+# (-1: not a trial), how many trials chose the method's settings (0: default settings) and which settings the
+# study chose (JSON list; "[]" in a tuned row written before this column: all of them).
+RUN_DEFAULTS: dict[str, object] = {"split": "test", "trial": -1, "tuned_trials": 0, "tuned_params": "[]"}
 # Columns that describe a run and are never a transferability score, even when numeric.
 NOT_SCORES = ("smoke", *RUN_DEFAULTS)
 # The full schema, in the order benchmarks.store writes it (its writer uses this too).

@@ -15,6 +15,7 @@ from test_leaderboard_stats import crossed_reference
 
 import leaderboard
 from leaderboard.stats import holm
+from leaderboard.store import variant_names
 
 FETS = "fets · monai-unet · K=all · 300 steps"
 
@@ -219,6 +220,32 @@ def test_a_tuned_learning_rate_is_the_methods_choice_not_a_setting(store_factory
     result = leaderboard.compare(frame, "finetune")
     assert len(result) == 4 and result["setting"].str.endswith("lr=tuned").all()  # every tuned method, one setting
     assert leaderboard.compare(frame, "scratch").empty  # untuned scratch (default lr) is another setting
+
+
+def test_a_tuned_method_is_named_by_its_pinned_params_only() -> None:
+    rows = [  # (method, method_params, tuned_trials, trial, tuned_params)
+        ("finetune", {"encoder_lr_mult": 1.0}, 0, -1, "[]"),  # untuned
+        ("finetune", {"encoder_lr_mult": 0.7}, 8, -1, '["encoder_lr_mult", "lr"]'),  # study of one transfer
+        ("finetune", {"encoder_lr_mult": 0.01}, 8, -1, '["encoder_lr_mult", "lr"]'),  # another transfer's choice
+        ("finetune", {"encoder_lr_mult": 0.3}, 0, 2, '["encoder_lr_mult", "lr"]'),  # a trial
+        ("trm", {"granularity": "pixel", "alpha": 2.0}, 8, -1, '["alpha", "lr"]'),  # pinned granularity
+        ("trm", {"granularity": "location", "alpha": 3.0}, 8, -1, '["alpha", "lr"]'),
+        ("l2sp", {"alpha": 0.3}, 8, -1, "[]"),  # tuned before the column existed: every param was chosen
+        ("l2sp", {"alpha": 0.02}, 8, -1, "[]"),
+    ]
+    frame = pd.DataFrame(
+        {
+            "method": [r[0] for r in rows],
+            "method_params": [json.dumps(r[1]) for r in rows],
+            "tuned_trials": [r[2] for r in rows],
+            "trial": [r[3] for r in rows],
+            "tuned_params": [r[4] for r in rows],
+            "cell_key": [f"k{i}" for i in range(len(rows))],
+        }
+    )
+    expected = ["finetune"] * 4 + ["trm(granularity=pixel)", "trm(granularity=location)", "l2sp", "l2sp"]
+    assert list(variant_names(frame)) == expected
+    assert list(variant_names(frame.drop(columns="tuned_params")))[-2:] == ["l2sp", "l2sp"]  # older stores
 
 
 def test_cells_before_a_new_column_join_the_one_setting_they_match(tmp_path: Path) -> None:
