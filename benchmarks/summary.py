@@ -8,7 +8,7 @@ from pathlib import Path
 import pandas as pd
 
 from benchmarks.config import Cell
-from leaderboard.store import variant_names
+from leaderboard.store import variant_names, with_run_defaults
 
 MIN_SEEDS = 3  # below this no interval is shown (docs/statistics.md: seeds share nothing else)
 CONTROLS = ("finetune", "scratch")
@@ -30,9 +30,7 @@ def _rows_of(rows: pd.DataFrame, cells: list[Cell], source: str, target: str, k:
     same = (rows["target_task"] == target) & rows["source_task"].isin([source, ""]) & (rows["few_shot"] == k)
     same &= rows["dataset"].isin({c.dataset for c in cells}) & rows["backbone"].isin({c.backbone for c in cells})
     same &= rows["target_steps"].isin({c.budget.target_steps for c in cells})
-    if "split" in rows:  # tuning trials score the validation subjects: never in this table
-        same &= rows["split"].fillna("test") == "test"
-    return same
+    return same & (rows["split"] == "test")  # tuning trials score the validation subjects: never in this table
 
 
 def _interval(out: Path, keys: set[str], best: str, control: str) -> str:
@@ -60,11 +58,11 @@ def _verdict(sub: pd.DataFrame, out: Path) -> str:
     ok = sub[sub["status"] == "ok"]
     if ok.empty:
         return "  no finished cell"
-    ok = ok.assign(label=[_label(v, t, lr) for v, t, lr in zip(ok["variant"], ok["tuned"], ok["lr"])])
+    ok = ok.assign(label=[_label(v, t, lr) for v, t, lr in zip(ok["variant"], ok["tuned_trials"], ok["lr"])])
     means = ok.groupby("label")["dice"].mean()
     best = str(means.idxmax())
-    kind = ok.loc[ok["label"] == best, "tuned"].iloc[0] > 0
-    same_kind = ok[(ok["tuned"] > 0) == kind]
+    kind = ok.loc[ok["label"] == best, "tuned_trials"].iloc[0] > 0
+    same_kind = ok[(ok["tuned_trials"] > 0) == kind]
     best_variant = same_kind.loc[same_kind["label"] == best, "variant"].iloc[0]
     parts = []
     for control in CONTROLS:
@@ -75,7 +73,7 @@ def _verdict(sub: pd.DataFrame, out: Path) -> str:
             parts.append(f"no {control} in this run" if not labels else f"several {control} variants")
             continue
         seeds = min(ok.loc[ok["label"] == label, "seed"].nunique() for label in (best, labels[0]))
-        keys = set(sub.loc[(sub["tuned"] > 0) == kind, "cell_key"])
+        keys = set(sub.loc[(sub["tuned_trials"] > 0) == kind, "cell_key"])
         interval = _interval(out, keys, best_variant, control) if seeds >= MIN_SEEDS else ""
         parts.append(f"{means[best] - means[labels[0]]:+.3f} vs {control}{interval}")
     if best_variant == "scratch":
@@ -92,10 +90,11 @@ def run_summary(rows: pd.DataFrame, cells: list[Cell], out: Path, smoke: bool = 
     """
     lines: list[str] = []
     if not rows.empty:
+        rows = with_run_defaults(rows)
         rows = rows.assign(variant=variant_names(rows))
     for source, target, k in _blocks(cells) if not rows.empty else []:
         sub = rows[_rows_of(rows, cells, source, target, k)]
-        sub = sub.assign(tuned=sub.get("tuned_trials", 0), lr=sub.get("lr", float("nan"))).fillna({"tuned": 0})
+        sub = sub.assign(lr=sub.get("lr", float("nan")))
         if sub.empty:
             continue
         kind = sub.loc[sub["source_task"] != "", "transfer_type"]
@@ -103,7 +102,7 @@ def run_summary(rows: pd.DataFrame, cells: list[Cell], out: Path, smoke: bool = 
         steps = ", ".join(str(s) for s in sorted(sub["target_steps"].unique()))
         lines.append(f"\n{source or 'scratch'} -> {target}  ({kind}K={k or 'all'}, {steps} target steps)")
         lines.append(f"  {'method':<32} {'Dice':>15} {'n':>5} {'seeds':>6} {'failed':>7}")
-        for (variant, tuned, lr), grp in sub.groupby(["variant", "tuned", "lr"], sort=True, dropna=False):
+        for (variant, tuned, lr), grp in sub.groupby(["variant", "tuned_trials", "lr"], sort=True, dropna=False):
             ok = grp[grp["status"] == "ok"]
             mean, std = ok["dice"].mean(), ok["dice"].std(ddof=1) if len(ok) > 1 else 0.0
             failed = grp.loc[grp["status"] == "failed", "cell_key"].nunique()

@@ -47,9 +47,7 @@ def load_store(results: Path | str) -> pd.DataFrame:
         df[column] = pd.to_numeric(df[column], errors="coerce").astype("float64")
     for column, kind in SETTING_SCHEMA.items():
         df[column] = df[column].astype(NULLABLE_DTYPES[kind])
-    for column, default in RUN_DEFAULTS.items():
-        df[column] = df[column].fillna(default).astype(type(default))
-    df = latest_runs(df)
+    df = latest_runs(with_run_defaults(df))
     df["variant"] = variant_names(df)
     lacking = [c for c in SETTING_SCHEMA if c != "threads" and df[c].isna().any()]  # threads: provenance only
     df.attrs["notes"] = (
@@ -95,6 +93,12 @@ def _read_cell_file(path: Path) -> pd.DataFrame:
     return frame[list(SCHEMA) + [c for c in frame.columns if c not in SCHEMA]]
 
 
+def with_run_defaults(df: pd.DataFrame) -> pd.DataFrame:
+    """``df`` with every tuning column of ``RUN_DEFAULTS``, at its default where absent or missing (older cells)."""
+    present = {c: df[c] if c in df.columns else pd.Series(None, index=df.index, dtype=object) for c in RUN_DEFAULTS}
+    return df.assign(**{c: present[c].fillna(d).astype(type(d)) for c, d in RUN_DEFAULTS.items()})
+
+
 def latest_runs(df: pd.DataFrame) -> pd.DataFrame:
     """Keep, per cell key, only the rows of its latest run (a rerun supersedes a failure)."""
     latest = df.groupby("cell_key")["created_at"].transform("max")
@@ -117,10 +121,11 @@ def variant_names(df: pd.DataFrame) -> pd.Series:
     Tuned and trial rows are named by their pinned params only: what their study chose (``tuned_params``;
     every param in rows written before that column) is the outcome of tuning, not the variant. They are
     named apart from untuned rows and may share a name with them: the two never share a setting (a tuned
-    row's lr reads ``tuned``, ``leaderboard.settings``).
+    row's lr reads ``tuned``, ``leaderboard.settings``). ``df`` has the ``RUN_DEFAULTS`` columns
+    (``with_run_defaults``).
     """
-    tuned = _column(df, "tuned_trials", 0).gt(0) | _column(df, "trial", -1).ge(0)
-    chosen = [c if t else None for c, t in zip(_column(df, "tuned_params", "[]"), tuned)]
+    tuned = (df["tuned_trials"] > 0) | (df["trial"] >= 0)
+    chosen = [c if t else None for c, t in zip(df["tuned_params"], tuned)]
     canonical = pd.Series(
         [_canonical_params(t, k, c) for t, k, c in zip(df["method_params"], df["cell_key"], chosen)], index=df.index
     )
@@ -138,13 +143,6 @@ def variant_names(df: pd.DataFrame) -> pd.Series:
             label = ", ".join(f"{k}={_format_value(params[k])}" for k in differing if k in params)
             names[(method, is_tuned, text)] = f"{method}({label or 'defaults'})"
     return pd.Series([names[key] for key in zip(df["method"], tuned, canonical)], index=df.index)
-
-
-def _column(df: pd.DataFrame, name: str, default: object) -> pd.Series:
-    """``df[name]`` with ``default`` where it is absent or missing (stores written before the column)."""
-    if name not in df.columns:
-        return pd.Series(default, index=df.index)
-    return df[name].fillna(default)
 
 
 def _format_value(value: object) -> str:

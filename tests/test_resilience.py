@@ -32,23 +32,27 @@ transfers:
 """
 
 
-def _setup(grid_phantom: tuple[Path, Path], folder: Path, methods: str, source_steps: int = 2) -> list[str]:
-    """A suite file and a cache sharing the preprocessed subjects; returns the CLI arguments."""
-    root, subjects = grid_phantom
+def _setup(
+    grid_phantom: tuple[Path, Path],
+    new_cache: Callable[[Path], Path],
+    folder: Path,
+    methods: str,
+    source_steps: int = 2,
+) -> list[str]:
+    """A suite file and a cache sharing the preprocessed subjects (``cache_with_subjects``); the CLI arguments."""
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / "cache").mkdir()
-    (folder / "cache" / "subjects").symlink_to(subjects)
+    cache = new_cache(folder / "cache")
     suite = folder / "tiny.yaml"
     suite.write_text(SUITE.format(methods=methods, source_steps=source_steps))
     return [
         "--suite",
         str(suite),
         "--data-root",
-        str(root),
+        str(grid_phantom[0]),
         "--out",
         str(folder / "out"),
         "--cache-dir",
-        str(folder / "cache"),
+        str(cache),
     ]
 
 
@@ -112,11 +116,14 @@ def _cells(out: Path) -> int:
 
 
 def test_killed_runs_resume_without_losing_or_duplicating(
-    grid_phantom: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture
+    grid_phantom: tuple[Path, Path],
+    cache_with_subjects: Callable[[Path], Path],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture,
 ) -> None:
     from benchmarks.cli import main
 
-    args = _setup(grid_phantom, tmp_path, "finetune, scratch", source_steps=20)
+    args = _setup(grid_phantom, cache_with_subjects, tmp_path, "finetune, scratch", source_steps=20)
     out, sources, log = tmp_path / "out", tmp_path / "cache" / "sources", tmp_path / "runs.log"
 
     # 1. The whole job killed while a source model trains: nothing is stored, no checkpoint appears.
@@ -258,11 +265,11 @@ def _ask_for_source(root: Path, cache: Path, marker: Path, barrier: Any, results
     results.put((path.stat().st_mtime_ns, sum(float(v.double().sum()) for v in model.state_dict().values())))
 
 
-def test_source_model_trained_once_across_processes(grid_phantom: tuple[Path, Path], tmp_path: Path) -> None:
-    root, subjects = grid_phantom
-    cache, marker = tmp_path / "cache", tmp_path / "trainings.log"
-    cache.mkdir()
-    (cache / "subjects").symlink_to(subjects)
+def test_source_model_trained_once_across_processes(
+    grid_phantom: tuple[Path, Path], cache_with_subjects: Callable[[Path], Path], tmp_path: Path
+) -> None:
+    root = grid_phantom[0]
+    cache, marker = cache_with_subjects(tmp_path / "cache"), tmp_path / "trainings.log"
     ctx = multiprocessing.get_context("fork")  # a fresh import per process would dominate the test's time
     barrier, results = ctx.Barrier(2), ctx.Queue()
     procs = [
@@ -316,11 +323,15 @@ def failing_methods() -> Iterator[dict[str, bool]]:
 
 
 def test_failed_cells_recorded_and_retried(
-    grid_phantom: tuple[Path, Path], failing_methods: dict[str, bool], tmp_path: Path, capsys: pytest.CaptureFixture
+    grid_phantom: tuple[Path, Path],
+    cache_with_subjects: Callable[[Path], Path],
+    failing_methods: dict[str, bool],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture,
 ) -> None:
     from benchmarks.cli import main
 
-    args = [*_setup(grid_phantom, tmp_path, "test-nan, test-oom, scratch"), "--seeds", "0"]
+    args = [*_setup(grid_phantom, cache_with_subjects, tmp_path, "test-nan, test-oom, scratch"), "--seeds", "0"]
     out = tmp_path / "out"
     assert main(args) == 0
     captured = capsys.readouterr()
