@@ -55,11 +55,6 @@ class SegModel(nn.Module):
     def encoder_parameters(self) -> list[nn.Parameter]:
         return [p for m in self.modules_named(self.encoder) for p in m.parameters()]
 
-    def decoder_parameters(self) -> list[nn.Parameter]:
-        """Every body parameter outside the encoder stages (up-path and skip fusions)."""
-        enc = {id(p) for p in self.encoder_parameters()}
-        return [p for p in self.body.parameters() if id(p) not in enc]
-
 
 BackboneFactory = Callable[[int, int], SegModel]
 BACKBONES: Registry[BackboneFactory] = Registry("backbone", entry_point_group="ntbench.backbones")

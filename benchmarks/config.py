@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from functools import cached_property
 from typing import Any
 
@@ -98,9 +98,6 @@ class Cell:
     def key(self) -> str:
         blob = json.dumps(self.normalised(), sort_keys=True, default=str)
         return hashlib.sha1(blob.encode()).hexdigest()[:16]
-
-    def with_method(self, method: str, params: dict[str, Any], from_scratch: bool) -> Cell:
-        return replace(self, method=method, method_params=params, source_task="" if from_scratch else self.source_task)
 
 
 def transfer_type(source: str, target: str, has_groups: bool) -> str:
