@@ -55,3 +55,17 @@ def cache_with_subjects(grid_phantom: tuple[Path, Path]) -> Callable[[Path], Pat
         return cache
 
     return make
+
+
+@pytest.fixture(scope="session")
+def grid_suite(
+    tmp_path_factory: pytest.TempPathFactory, grid_phantom: tuple[Path, Path], cache_with_subjects: Callable
+) -> Callable[[str], tuple[Path, Path, Callable[[Path], Path]]]:
+    """``make(text)``: (a new suite file holding ``text``, ``grid_phantom``'s root, ``cache_with_subjects``)."""
+
+    def make(text: str) -> tuple[Path, Path, Callable[[Path], Path]]:
+        suite = tmp_path_factory.mktemp("suite") / "suite.yaml"
+        suite.write_text(text)
+        return suite, grid_phantom[0], cache_with_subjects
+
+    return make

@@ -35,13 +35,9 @@ THREADS = max(1, len(os.sched_getaffinity(0)) // 2)
 
 
 @pytest.fixture(scope="module")
-def grid(
-    tmp_path_factory: pytest.TempPathFactory, grid_phantom: tuple[Path, Path], cache_with_subjects: Callable
-) -> tuple[Path, Path, Callable]:
+def grid(grid_suite: Callable) -> tuple[Path, Path, Callable]:
     """(suite file, phantom root, ``cache_with_subjects``)."""
-    suite = tmp_path_factory.mktemp("suite") / "tiny.yaml"
-    suite.write_text(SUITE)
-    return suite, grid_phantom[0], cache_with_subjects
+    return grid_suite(SUITE)
 
 
 def _args(grid: tuple[Path, Path, Callable], out: Path) -> list[str]:
