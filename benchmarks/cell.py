@@ -175,6 +175,7 @@ def setting_columns(cell: Cell) -> dict:
         "augment": budget.augment,
         "slice_size": budget.size,
         "split_seed": cell.split_seed,
+        "split_fractions": " ".join(f"{f:g}" for f in cell.split_fractions),
         "dataset_options": json.dumps(cell.dataset_options, sort_keys=True),
         "data_fingerprint": cell.fingerprint,
         "threads": torch.get_num_threads(),

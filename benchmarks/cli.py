@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from benchmarks.core.device import DeviceError, resolve_device
-from benchmarks.core.options import DEFAULT_CACHE, OneLineParser
+from benchmarks.core.options import DEFAULT_CACHE, OneLineParser, add_split_fractions
 from benchmarks.grid import UsageError, dataset_options
 
 if TYPE_CHECKING:  # heavy (torch, MONAI): imported in main only once the options are valid
@@ -77,6 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--seeds", type=int, nargs="+", help="seeds, >= 0 (overrides the suite's)")
     p.add_argument("--few-shot", type=int, nargs="+", metavar="K", help="target training subjects; 0 = all")
+    add_split_fractions(p, "the suite's, else 0.6 0.2 0.2")
     p.add_argument("--steps", type=int, help="override every phase's step budget (smoke runs)")
     p.add_argument(
         "--tune",
@@ -277,7 +278,7 @@ def apply_overrides(suite: Suite, args: argparse.Namespace) -> Suite:
         changes["transfers"] = [(args.source, args.target)]
     if args.method:
         changes["methods"] = list(dict.fromkeys(args.method))
-    for opt in ("backbone", "seeds", "few_shot"):
+    for opt in ("backbone", "seeds", "few_shot", "split_fractions"):
         if getattr(args, opt) is not None:
             changes[opt] = getattr(args, opt)
     if args.dataset_option:
@@ -427,7 +428,7 @@ def run(args: argparse.Namespace) -> int:
     """
     from benchmarks.backbones import BackboneError
     from benchmarks.core.registry import UnknownNameError
-    from benchmarks.data import open_dataset
+    from benchmarks.data import open_suite_data
     from benchmarks.executors import ExecutorError, Job, Tally, publish, run_grid
     from benchmarks.grid import build_cells, grid_cells, method_params
     from benchmarks.plan import calibrate, dry_run, peek_dataset, will_run
@@ -452,7 +453,7 @@ def run(args: argparse.Namespace) -> int:
             tuning.check(suite.seeds, suite.methods)
         store = Store(args.out)
         executor = make_executor(args) if not args.dry_run else None
-        options = (suite.dataset_options, args.cache_dir, suite.budget.size, suite.split_seed)
+        options = (suite.dataset_options, args.cache_dir, suite.budget.size, suite.split_seed, suite.split_fractions)
         try:
             plan = peek_dataset(suite.dataset, args.data_root, *options)
             cells = build_cells(suite, params, plan, args.checkpoint)  # tasks, few-shot sizes, checkpoint
@@ -475,16 +476,7 @@ def run(args: argparse.Namespace) -> int:
                 cells = planned_test_cells(studies, tuning)
             print(dry_run(cells, store, args.cache_dir, plan, model, args.force, args.retry_failed))
             return 0
-        data = open_dataset(
-            suite.dataset,
-            args.data_root,
-            suite.dataset_options,
-            args.cache_dir,
-            suite.budget.size,
-            suite.split_seed,
-            args.skip_bad_subjects,
-            args.jobs,
-        )
+        data = open_suite_data(suite, args.data_root, args.cache_dir, args.skip_bad_subjects, args.jobs)
         if data.skipped:
             print(
                 f"skipped {len(data.skipped)} bad subject(s): {', '.join(s for s, _ in data.skipped)}", file=sys.stderr

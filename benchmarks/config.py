@@ -8,12 +8,13 @@ from dataclasses import asdict, dataclass, field
 from functools import cached_property
 from typing import Any
 
+from benchmarks.core.options import DEFAULT_SPLIT_FRACTIONS
 from datasets.base import Task
 
 # Cell and Budget fields added after the first release, with their defaults: a field at its default is
 # not hashed into the cell key, so adding an option never invalidates results already in a store.
 KEY_STABLE_DEFAULTS: dict[str, dict[str, Any]] = {
-    "cell": {"split": "test", "trial": -1, "tuned_trials": 0},
+    "cell": {"split": "test", "trial": -1, "tuned_trials": 0, "split_fractions": DEFAULT_SPLIT_FRACTIONS},
     "budget": {"amp": "off", "compile": False, "target_lr": None, "smoke": False},
 }
 
@@ -53,6 +54,7 @@ class Cell:
     budget: Budget = Budget()
     dataset_options: dict[str, Any] = field(default_factory=dict)
     split_seed: int = 0  # fixed across seeds: test subjects are the same blocks for every seed
+    split_fractions: tuple[float, float, float] = DEFAULT_SPLIT_FRACTIONS  # train, val, test share of each group
     checkpoint: str = ""  # initial weights (--checkpoint) for source pretraining and scratch; "" = random
     fingerprint: str = ""  # hash of the split's subject ids and of the checkpoint's bytes
     split: str = "test"  # subjects scored: test, or val for a tuning trial (docs/design.md §Tuning)

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from benchmarks.core.options import DEFAULT_SPLIT_FRACTIONS
 from datasets.base import DATASETS, DataError, DatasetAdapter, Task
 from datasets.slices import SliceSet, load_slices, preprocess_subjects
 from datasets.splits import few_shot, split_subjects
+
+if TYPE_CHECKING:
+    from benchmarks.suite import Suite
 
 
 @dataclass
@@ -39,8 +43,10 @@ class OpenDataset:
         return load_slices(self.cached, ids, task, self.adapter.regions)
 
 
-def stratified_split(adapter: DatasetAdapter, ids: list[str], seed: int) -> dict[str, list[str]]:
-    """Split each group separately, so within-group tasks get test subjects too.
+def stratified_split(
+    adapter: DatasetAdapter, ids: list[str], seed: int, fractions: tuple[float, float, float] = DEFAULT_SPLIT_FRACTIONS
+) -> dict[str, list[str]]:
+    """Split each group separately (train, val, test ``fractions``), so within-group tasks get test subjects too.
 
     Groups with fewer than 3 subjects cannot be split and go wholly to training.
     """
@@ -48,7 +54,7 @@ def stratified_split(adapter: DatasetAdapter, ids: list[str], seed: int) -> dict
     split: dict[str, list[str]] = {"train": [], "val": [], "test": []}
     for group in sorted({group_of[i] for i in ids}):
         members = [i for i in ids if group_of[i] == group]
-        parts = split_subjects(members, seed) if len(members) >= 3 else {"train": members}
+        parts = split_subjects(members, seed, fractions) if len(members) >= 3 else {"train": members}
         for name, part in parts.items():
             split[name] += part
     return {name: sorted(part) for name, part in split.items()}
@@ -61,6 +67,7 @@ def open_dataset(
     cache_dir: Path,
     size: int,
     split_seed: int,
+    split_fractions: tuple[float, float, float] = DEFAULT_SPLIT_FRACTIONS,
     skip_bad: bool = False,
     jobs: int = 1,
 ) -> OpenDataset:
@@ -72,5 +79,22 @@ def open_dataset(
     if not subjects:
         raise DataError(f"--data-root {root}: no labelled subjects found for dataset {name!r}")
     cached = preprocess_subjects(adapter, subjects, cache_dir, size=(size, size), jobs=jobs, skip_bad=skip_bad)
-    split = stratified_split(adapter, sorted(cached), split_seed)
+    split = stratified_split(adapter, sorted(cached), split_seed, split_fractions)
     return OpenDataset(name, adapter, dict(cached), split, sorted(cached.bad.items()))
+
+
+def open_suite_data(
+    suite: Suite, data_root: Path | None, cache_dir: Path, skip_bad: bool = False, jobs: int = 1
+) -> OpenDataset:
+    """``open_dataset`` with the suite's dataset, options, slice size, split seed and split fractions."""
+    return open_dataset(
+        suite.dataset,
+        data_root,
+        suite.dataset_options,
+        cache_dir,
+        suite.budget.size,
+        suite.split_seed,
+        suite.split_fractions,
+        skip_bad,
+        jobs,
+    )

@@ -83,6 +83,7 @@ def grid_cells(suite: Suite, params: dict[str, dict]) -> list[Cell]:
                         budget=suite.budget,
                         dataset_options=suite.dataset_options,
                         split_seed=suite.split_seed,
+                        split_fractions=suite.split_fractions,
                     )
                     cells.setdefault(cell.key, cell)  # scratch is shared by transfers with the same target
     return list(cells.values())

@@ -21,7 +21,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from benchmarks.core.options import DEFAULT_CACHE, OneLineParser
+from benchmarks.core.options import DEFAULT_CACHE, OneLineParser, add_split_fractions
 
 if TYPE_CHECKING:
     from benchmarks.data import OpenDataset
@@ -93,6 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="seed column of the rows (the nnU-Net run's; default 0)")
     p.add_argument("--few-shot", type=int, default=0, metavar="K", help="training subjects nnU-Net used (0 = all)")
     p.add_argument("--steps", type=int, help="the runner's --steps of the cells to compare with (smoke runs)")
+    add_split_fractions(p, "the suite's; give the export's")
     p.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE, help=f"cache (default: {DEFAULT_CACHE})")
     return p
 
@@ -102,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     from benchmarks.cell import cell_frame
     from benchmarks.config import Cell
     from benchmarks.core.registry import UnknownNameError
-    from benchmarks.data import open_dataset
+    from benchmarks.data import open_suite_data
     from benchmarks.grid import cell_identity
     from benchmarks.store import Store, StoreError
     from benchmarks.suite import SuiteError, load_suite
@@ -112,6 +113,8 @@ def main(argv: list[str] | None = None) -> int:
     start = time.time()
     try:
         suite = load_suite(args.suite)
+        if args.split_fractions is not None:
+            suite = replace(suite, split_fractions=args.split_fractions)
         budget = suite.budget
         if args.steps is not None:
             if args.steps < 1:
@@ -121,9 +124,7 @@ def main(argv: list[str] | None = None) -> int:
             raise PredictionsError(f"--predictions {args.predictions}: no such folder")
         files = sorted(args.predictions.glob(f"*{FILE_ENDING}"))
         dataset = args.dataset or suite.dataset
-        data = open_dataset(
-            dataset, args.data_root, suite.dataset_options, args.cache_dir, budget.size, suite.split_seed
-        )
+        data = open_suite_data(replace(suite, dataset=dataset), args.data_root, args.cache_dir)
         task = task_option(data, args.task)
         data.train_ids(task, args.few_shot, args.seed)  # the same few-shot check as the runner
         rows = score(data, task, args.predictions, budget.size)
@@ -146,6 +147,7 @@ def main(argv: list[str] | None = None) -> int:
         budget=budget,
         dataset_options=suite.dataset_options,
         split_seed=suite.split_seed,
+        split_fractions=suite.split_fractions,
     )
     cell = replace(cell, **cell_identity(data, None))
     frame = cell_frame(cell, data.adapter.has_groups, rows, {}, "ok", "", "external", time.time() - start)

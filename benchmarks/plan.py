@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from benchmarks.config import Budget, Cell
+from benchmarks.core.options import DEFAULT_SPLIT_FRACTIONS
 from benchmarks.data import OpenDataset, stratified_split
 from datasets.base import DATASETS, DataError
 from datasets.generated import no_generation
@@ -36,7 +37,13 @@ def will_run(state: str | None, force: bool, retry_failed: bool) -> bool:
 
 
 def peek_dataset(
-    name: str, data_root: Path | None, options: dict[str, Any], cache_dir: Path, size: int, split_seed: int
+    name: str,
+    data_root: Path | None,
+    options: dict[str, Any],
+    cache_dir: Path,
+    size: int,
+    split_seed: int,
+    split_fractions: tuple[float, float, float] = DEFAULT_SPLIT_FRACTIONS,
 ) -> OpenDataset:
     """The dataset as ``open_dataset`` would open it, without generating or preprocessing anything.
 
@@ -56,7 +63,8 @@ def peek_dataset(
         s.id: folder / f"{cache_key(adapter.name, s, (size, size), modalities, adapter.label_values)}.npz"
         for s in subjects
     }
-    return OpenDataset(name, adapter, cached, stratified_split(adapter, sorted(cached), split_seed), [])
+    split = stratified_split(adapter, sorted(cached), split_seed, split_fractions)
+    return OpenDataset(name, adapter, cached, split, [])
 
 
 @dataclass(frozen=True)

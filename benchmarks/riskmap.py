@@ -12,7 +12,6 @@ and what was trained is printed.
 
 from __future__ import annotations
 
-import argparse
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -31,9 +30,9 @@ from benchmarks.cell import fine_tune  # noqa: E402
 from benchmarks.config import Cell  # noqa: E402
 from benchmarks.core.device import resolve_device  # noqa: E402
 from benchmarks.core.files import atomic_write  # noqa: E402
-from benchmarks.core.options import DEFAULT_CACHE  # noqa: E402
+from benchmarks.core.options import DEFAULT_CACHE, OneLineParser, add_split_fractions  # noqa: E402
 from benchmarks.core.registry import UnknownNameError  # noqa: E402
-from benchmarks.data import OpenDataset, open_dataset  # noqa: E402
+from benchmarks.data import OpenDataset, open_suite_data  # noqa: E402
 from benchmarks.grid import cell_identity  # noqa: E402
 from benchmarks.sources import source_key, source_model  # noqa: E402
 from benchmarks.suite import SuiteError, load_suite  # noqa: E402
@@ -142,7 +141,7 @@ def figure(
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m benchmarks.riskmap", description=__doc__)
+    p = OneLineParser(prog="python -m benchmarks.riskmap", description=__doc__)
     p.add_argument("--suite", default="default", help="suite giving dataset and budget (default: default)")
     p.add_argument("--source", help="source task (default: the suite's first transfer)")
     p.add_argument("--target", help="target task (default: the suite's first transfer)")
@@ -150,6 +149,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--few-shot", type=int, default=None, help="K target training subjects (default: the suite's)")
     p.add_argument("--steps", type=int, help="override the training budgets")
+    add_split_fractions(p, "the suite's")
     p.add_argument("--slices", type=int, default=4, help="training slices shown (default 4)")
     p.add_argument("--stride", type=int, default=4, help="window side of the location map (default 4)")
     p.add_argument("--out", type=Path, default=Path("riskmap.png"))
@@ -160,6 +160,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.slices < 1 or args.stride < 1:
             raise ValueError(f"--slices and --stride must be >= 1, got {args.slices} and {args.stride}")
         suite = load_suite(args.suite)
+        if args.split_fractions is not None:
+            suite = replace(suite, split_fractions=args.split_fractions)
         source, target = suite.transfers[0]
         budget = (
             suite.budget
@@ -178,11 +180,10 @@ def main(argv: list[str] | None = None) -> int:
             budget=budget,
             dataset_options=suite.dataset_options,
             split_seed=suite.split_seed,
+            split_fractions=suite.split_fractions,
         )
         device = resolve_device(args.device)
-        data = open_dataset(
-            suite.dataset, args.data_root, suite.dataset_options, args.cache_dir, budget.size, suite.split_seed
-        )
+        data = open_suite_data(suite, args.data_root, args.cache_dir)
         data.task(cell.source_task)
         cell = replace(cell, **cell_identity(data, None))  # the same source model and key as the run's cells
         path, done = figure(cell, data, args.cache_dir, device, args.slices, args.stride, args.out)

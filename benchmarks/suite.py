@@ -10,6 +10,7 @@ from typing import Any
 import yaml
 
 from benchmarks.config import Budget
+from benchmarks.core.options import DEFAULT_SPLIT_FRACTIONS, check_fractions
 
 SUITES_DIR = Path(__file__).parent / "suites"
 
@@ -30,6 +31,7 @@ class Suite:
     budget: Budget = Budget()
     dataset_options: dict[str, Any] = field(default_factory=dict)
     split_seed: int = 0
+    split_fractions: tuple[float, float, float] = DEFAULT_SPLIT_FRACTIONS  # train, val, test share of each group
     params: dict[str, dict[str, list[Any]]] = field(default_factory=dict)  # method -> key -> grid values
     tune: dict[str, Any] | None = None  # {trials, seeds, sampler, space}; None = declared defaults
     needs_data_root: bool = False
@@ -74,6 +76,11 @@ def load_suite(name_or_path: str) -> Suite:
     raw["params"] = parse_grid(path, raw.get("params") or {})
     if raw.get("tune") is not None:
         raw["tune"] = parse_tune(path, raw["tune"])
+    if "split_fractions" in raw:
+        try:
+            raw["split_fractions"] = check_fractions(raw["split_fractions"])
+        except (TypeError, ValueError) as exc:
+            raise SuiteError(f"--suite {path}: split_fractions: {exc}") from None
     try:
         transfers = [(t["source"], t["target"]) for t in raw.pop("transfers")]
         return Suite(name=raw.pop("name", path.stem), transfers=transfers, budget=Budget(**budget_raw), **raw)

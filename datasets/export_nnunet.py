@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 import nibabel as nib
 import numpy as np
 
-from benchmarks.core.options import DEFAULT_CACHE, OneLineParser
+from benchmarks.core.options import DEFAULT_CACHE, DEFAULT_SPLIT_FRACTIONS, OneLineParser, add_split_fractions
 from datasets import io as dio
 from datasets.base import DataError, Subject, Task
 
@@ -116,6 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--few-shot", type=int, default=0, metavar="K", help="training subjects of the cells (0 = all)")
     p.add_argument("--seed", type=int, default=0, help="seed of the few-shot draw (the cells' seed)")
     p.add_argument("--split-seed", type=int, default=0, help="seed of the subject split (default: 0, as suites)")
+    add_split_fractions(p, "0.6 0.2 0.2, as suites")
     p.add_argument("--id", type=int, required=True, help="nnU-Net dataset id, 1..999")
     p.add_argument("--out", type=Path, required=True, help="nnU-Net raw folder (nnUNet_raw) to write into")
     p.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE, help=f"cache (default: {DEFAULT_CACHE})")
@@ -143,7 +144,10 @@ def main(argv: list[str] | None = None) -> int:
             import yaml
 
             options[key.strip()] = yaml.safe_load(value)
-        data = open_dataset(args.dataset, args.data_root, options, args.cache_dir, args.size, args.split_seed)
+        fractions = args.split_fractions or DEFAULT_SPLIT_FRACTIONS
+        data = open_dataset(
+            args.dataset, args.data_root, options, args.cache_dir, args.size, args.split_seed, fractions
+        )
         task = task_option(data, args.task)
         split = export_split(data, task, args.few_shot, args.seed)
         if not split["val"] or not split["test"]:
@@ -156,7 +160,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     description = (
-        f"ntbench {args.dataset} task {task}, split_seed {args.split_seed}, few-shot {args.few_shot} seed {args.seed}"
+        f"ntbench {args.dataset} task {task}, split_seed {args.split_seed}, split_fractions "
+        f"{' '.join(f'{f:g}' for f in fractions)}, few-shot {args.few_shot} seed {args.seed}"
     )
     args.out.mkdir(parents=True, exist_ok=True)
     export(data, task, split, folder, description)

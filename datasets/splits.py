@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 
+from benchmarks.core.options import DEFAULT_SPLIT_FRACTIONS, check_fractions
 from datasets.base import DataError
 
 
 def split_subjects(
-    subject_ids: list[str], seed: int, fractions: tuple[float, float, float] = (0.6, 0.2, 0.2)
+    subject_ids: list[str], seed: int, fractions: tuple[float, float, float] = DEFAULT_SPLIT_FRACTIONS
 ) -> dict[str, list[str]]:
     """Disjoint seeded train/val/test split (each sorted); every split non-empty.
 
@@ -18,8 +19,10 @@ def split_subjects(
     ids = sorted(subject_ids)
     if len(set(ids)) != len(ids):
         raise DataError(f"split: duplicate subject ids {sorted({i for i in ids if ids.count(i) > 1})}")
-    if len(fractions) != 3 or min(fractions) <= 0 or abs(sum(fractions) - 1) > 1e-6:
-        raise DataError(f"split fractions {tuple(fractions)} must be three positive numbers summing to 1")
+    try:
+        fractions = check_fractions(fractions)
+    except ValueError as exc:
+        raise DataError(f"split fractions {fractions!r}: {exc}") from None
     n = len(ids)
     if n < 3:
         raise DataError(f"split: need at least 3 labelled subjects for train/val/test, got {n}")

@@ -8,7 +8,7 @@ from pathlib import Path
 import pandas as pd
 import pyarrow as pa
 
-from benchmarks.core.schema import NOT_SCORES, REQUIRED_SCHEMA, RUN_DEFAULTS, SCHEMA, SETTING_SCHEMA
+from benchmarks.core.schema import FIXED_BEFORE, NOT_SCORES, REQUIRED_SCHEMA, RUN_DEFAULTS, SCHEMA, SETTING_SCHEMA
 from leaderboard.errors import LeaderboardError
 
 STRING_COLUMNS = tuple(column for column, kind in REQUIRED_SCHEMA.items() if kind is str)
@@ -81,7 +81,7 @@ def _read_cell_file(path: Path) -> pd.DataFrame:
         raise LeaderboardError(f"--results {path}: missing column(s) {', '.join(missing)}")
     for column in [*SETTING_SCHEMA, *RUN_DEFAULTS]:
         if column not in frame.columns:
-            frame[column] = None  # written before this column existed: unknown (or its default)
+            frame[column] = FIXED_BEFORE.get(column)  # written before this column existed: unknown (or its default)
     for metric, low, high in (("dice", 0.0, 1.0), ("hd95", 0.0, float("inf"))):
         values = pd.to_numeric(frame[metric], errors="coerce")
         bad = values[(values < low) | (values > high)]

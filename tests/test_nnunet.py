@@ -162,6 +162,18 @@ def test_export_few_shot_fold0_is_the_cells_draw(world: dict, tmp_path: Path) ->
     assert len(list((tmp_path / DATASET / "imagesTr").iterdir())) == 2 + len(fold0["val"])
 
 
+def test_export_split_fractions_move_subjects_to_val(world: dict, tmp_path: Path) -> None:
+    """2 groups of 5: 1 val subject each at the default fractions, 2 at 0.4 0.4 0.2 (fold 0 = the runner's split)."""
+    args = _export_args(world["data_root"], world["cache"], tmp_path, "--split-fractions", "0.4", "0.4", "0.2")
+    assert export_main(args) == 0
+    fold0 = json.loads((tmp_path / DATASET / "splits_final.json").read_text())[0]
+    data = open_dataset("phantom", world["data_root"], {}, world["cache"], SIZE, 0, (0.4, 0.4, 0.2))
+    task = data.task(TASK)
+    assert fold0 == {"train": data.task_ids(task, "train"), "val": data.task_ids(task, "val")}
+    default_val = json.loads((world["raw"] / DATASET / "splits_final.json").read_text())[0]["val"]
+    assert len(fold0["val"]) == 2 * len(default_val) == 4
+
+
 @pytest.mark.parametrize(
     ("extra", "option"),
     [
@@ -170,6 +182,7 @@ def test_export_few_shot_fold0_is_the_cells_draw(world: dict, tmp_path: Path) ->
         (["--task", "t2-XX"], "--task"),
         (["--id", "x"], "--id"),
         (["--dataset", "nope"], "dataset"),
+        (["--split-fractions", "0.5", "0.5", "0.5"], "--split-fractions"),
     ],
 )
 def test_export_bad_input_one_line_exit_2_nothing_written(

@@ -46,6 +46,7 @@ SETTING_SCHEMA: dict[str, type] = {
     "augment": bool,
     "slice_size": int,
     "split_seed": int,
+    "split_fractions": str,  # "train val test", e.g. "0.6 0.2 0.2"
     "dataset_options": str,
     "data_fingerprint": str,
     "threads": int,
@@ -53,6 +54,8 @@ SETTING_SCHEMA: dict[str, type] = {
     "compile": bool,
     "smoke": bool,
 }
+# Setting columns added after an input had been fixed at one value: cells written before them had that value.
+FIXED_BEFORE: dict[str, object] = {"split_fractions": "0.6 0.2 0.2"}
 # Columns of tuning (docs/design.md §Tuning), filled when absent: which split a row scores, which tuning trial made it
 # (-1: not a trial), how many trials chose the method's settings (0: default settings) and which settings the
 # study chose (JSON list; "[]" in a tuned row written before this column: all of them).
