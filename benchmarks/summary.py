@@ -12,6 +12,25 @@ from leaderboard.store import variant_names, with_run_defaults
 
 MIN_SEEDS = 3  # below this no interval is shown (docs/statistics.md: seeds share nothing else)
 CONTROLS = ("finetune", "scratch")
+# Setting columns (benchmarks.cell.setting_columns) that a run's cells fix: rows of the store that differ in
+# one are another setting and stay out of this run's table. Not here: lr (a tuned row's is its study's
+# choice), source_steps (0 for scratch), threads (provenance). A missing value (a row written before its
+# column existed) matches, as in the leaderboard.
+SAME_SETTING = (
+    "batch_size",
+    "augment",
+    "slice_size",
+    "optimizer",
+    "schedule",
+    "weight_decay",
+    "split_seed",
+    "split_fractions",
+    "dataset_options",
+    "data_fingerprint",
+    "amp",
+    "compile",
+    "smoke",
+)
 
 
 def _label(variant: str, tuned: float, lr: float) -> str:
@@ -27,9 +46,14 @@ def _blocks(cells: list[Cell]) -> list[tuple[str, str, int]]:
 
 def _rows_of(rows: pd.DataFrame, cells: list[Cell], source: str, target: str, k: int) -> pd.Series:
     """Test rows of one transfer at K in this run's setting, scratch rows of its target included."""
+    from benchmarks.cell import setting_columns  # torch: loaded already where a run ends
+
     same = (rows["target_task"] == target) & rows["source_task"].isin([source, ""]) & (rows["few_shot"] == k)
     same &= rows["dataset"].isin({c.dataset for c in cells}) & rows["backbone"].isin({c.backbone for c in cells})
     same &= rows["target_steps"].isin({c.budget.target_steps for c in cells})
+    settings = [setting_columns(c) for c in cells]
+    for column in (c for c in SAME_SETTING if c in rows.columns):
+        same &= rows[column].isna() | rows[column].isin({s[column] for s in settings})
     return same & (rows["split"] == "test")  # tuning trials score the validation subjects: never in this table
 
 

@@ -90,7 +90,11 @@ def test_cli_fractions_make_their_own_cells(runs: dict, capsys: pytest.CaptureFi
     assert by["data_fingerprint"].first().nunique() == 2
     capsys.readouterr()
     assert main([*runs["args"], "--split-fractions", "0.4", "0.4", "0.2"]) == 0  # rerun: nothing recomputed
-    assert "running 0" in capsys.readouterr().err
+    out, err = capsys.readouterr()
+    assert "running 0" in err
+    # the run's summary shows its own setting only: 1 test subject x 1 region x 1 seed, not the other split's too
+    line = next(x for x in out.splitlines() if x.strip().startswith("finetune"))
+    assert line.split()[-3:] == ["1", "1", "0"], line
 
 
 def test_cli_fractions_give_more_validation_subjects(runs: dict) -> None:
