@@ -125,15 +125,15 @@ def run_summary(rows: pd.DataFrame, cells: list[Cell], out: Path, smoke: bool = 
         kind = f"{kind.iloc[0]}, " if len(kind) else ""
         steps = ", ".join(str(s) for s in sorted(sub["target_steps"].unique()))
         lines.append(f"\n{source or 'scratch'} -> {target}  ({kind}K={k or 'all'}, {steps} target steps)")
-        lines.append(f"  {'method':<32} {'Dice':>15} {'n':>5} {'seeds':>6} {'failed':>7}")
-        for (variant, tuned, lr), grp in sub.groupby(["variant", "tuned_trials", "lr"], sort=True, dropna=False):
+        groups = [(_label(*name), grp) for name, grp in sub.groupby(["variant", "tuned_trials", "lr"], dropna=False)]
+        width = max(32, *(len(label) for label, _ in groups))
+        lines.append(f"  {'method':<{width}} {'Dice':>15} {'n':>5} {'seeds':>6} {'failed':>7}")
+        for label, grp in groups:
             ok = grp[grp["status"] == "ok"]
             mean, std = ok["dice"].mean(), ok["dice"].std(ddof=1) if len(ok) > 1 else 0.0
             failed = grp.loc[grp["status"] == "failed", "cell_key"].nunique()
             dice = f"{mean:.3f} ± {std:.3f}" if len(ok) else "-"
-            lines.append(
-                f"  {_label(variant, tuned, lr):<32} {dice:>15} {len(ok):>5} {ok['seed'].nunique():>6} {failed:>7}"
-            )
+            lines.append(f"  {label:<{width}} {dice:>15} {len(ok):>5} {ok['seed'].nunique():>6} {failed:>7}")
         lines.append(_verdict(sub, out))
     lines += _footer(rows, cells, out, smoke)
     return "\n".join(lines)
