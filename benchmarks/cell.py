@@ -18,6 +18,7 @@ import torch
 
 from benchmarks.backbones import SegModel, build_backbone, is_nnunet_checkpoint
 from benchmarks.config import Cell, transfer_type
+from benchmarks.core.options import fractions_text
 from benchmarks.data import OpenDataset
 from benchmarks.metrics import dice_hd95
 from benchmarks.sources import source_model
@@ -175,7 +176,7 @@ def setting_columns(cell: Cell) -> dict:
         "augment": budget.augment,
         "slice_size": budget.size,
         "split_seed": cell.split_seed,
-        "split_fractions": " ".join(f"{f:g}" for f in cell.split_fractions),
+        "split_fractions": fractions_text(cell.split_fractions),
         "dataset_options": json.dumps(cell.dataset_options, sort_keys=True),
         "data_fingerprint": cell.fingerprint,
         "threads": torch.get_num_threads(),

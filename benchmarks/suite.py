@@ -79,7 +79,7 @@ def load_suite(name_or_path: str) -> Suite:
     if "split_fractions" in raw:
         try:
             raw["split_fractions"] = check_fractions(raw["split_fractions"])
-        except (TypeError, ValueError) as exc:
+        except ValueError as exc:
             raise SuiteError(f"--suite {path}: split_fractions: {exc}") from None
     try:
         transfers = [(t["source"], t["target"]) for t in raw.pop("transfers")]

@@ -8,29 +8,16 @@ from pathlib import Path
 import pandas as pd
 
 from benchmarks.config import Cell
+from benchmarks.core.schema import SETTING_SCHEMA
 from leaderboard.store import variant_names, with_run_defaults
 
 MIN_SEEDS = 3  # below this no interval is shown (docs/statistics.md: seeds share nothing else)
 CONTROLS = ("finetune", "scratch")
 # Setting columns (benchmarks.cell.setting_columns) that a run's cells fix: rows of the store that differ in
-# one are another setting and stay out of this run's table. Not here: lr (a tuned row's is its study's
+# one are another setting and stay out of this run's table. Not these: lr (a tuned row's is its study's
 # choice), source_steps (0 for scratch), threads (provenance). A missing value (a row written before its
 # column existed) matches, as in the leaderboard.
-SAME_SETTING = (
-    "batch_size",
-    "augment",
-    "slice_size",
-    "optimizer",
-    "schedule",
-    "weight_decay",
-    "split_seed",
-    "split_fractions",
-    "dataset_options",
-    "data_fingerprint",
-    "amp",
-    "compile",
-    "smoke",
-)
+SAME_SETTING = tuple(c for c in SETTING_SCHEMA if c not in ("lr", "source_steps", "threads"))
 
 
 def _label(variant: str, tuned: float, lr: float) -> str:
@@ -44,16 +31,23 @@ def _blocks(cells: list[Cell]) -> list[tuple[str, str, int]]:
     return transfers + sorted(alone)
 
 
-def _rows_of(rows: pd.DataFrame, cells: list[Cell], source: str, target: str, k: int) -> pd.Series:
-    """Test rows of one transfer at K in this run's setting, scratch rows of its target included."""
+def _run_settings(cells: list[Cell]) -> dict[str, set]:
+    """Per ``SAME_SETTING`` column, the values this run's cells write."""
     from benchmarks.cell import setting_columns  # torch: loaded already where a run ends
 
+    settings = [setting_columns(c) for c in cells]
+    return {column: {s[column] for s in settings} for column in SAME_SETTING}
+
+
+def _rows_of(
+    rows: pd.DataFrame, cells: list[Cell], settings: dict[str, set], source: str, target: str, k: int
+) -> pd.Series:
+    """Test rows of one transfer at K in this run's setting (``_run_settings``), scratch rows of its target included."""
     same = (rows["target_task"] == target) & rows["source_task"].isin([source, ""]) & (rows["few_shot"] == k)
     same &= rows["dataset"].isin({c.dataset for c in cells}) & rows["backbone"].isin({c.backbone for c in cells})
     same &= rows["target_steps"].isin({c.budget.target_steps for c in cells})
-    settings = [setting_columns(c) for c in cells]
     for column in (c for c in SAME_SETTING if c in rows.columns):
-        same &= rows[column].isna() | rows[column].isin({s[column] for s in settings})
+        same &= rows[column].isna() | rows[column].isin(settings[column])
     return same & (rows["split"] == "test")  # tuning trials score the validation subjects: never in this table
 
 
@@ -116,8 +110,9 @@ def run_summary(rows: pd.DataFrame, cells: list[Cell], out: Path, smoke: bool = 
     if not rows.empty:
         rows = with_run_defaults(rows)
         rows = rows.assign(variant=variant_names(rows))
+    settings = _run_settings(cells) if not rows.empty else {}
     for source, target, k in _blocks(cells) if not rows.empty else []:
-        sub = rows[_rows_of(rows, cells, source, target, k)]
+        sub = rows[_rows_of(rows, cells, settings, source, target, k)]
         sub = sub.assign(lr=sub.get("lr", float("nan")))
         if sub.empty:
             continue

@@ -24,7 +24,13 @@ from typing import TYPE_CHECKING
 import nibabel as nib
 import numpy as np
 
-from benchmarks.core.options import DEFAULT_CACHE, DEFAULT_SPLIT_FRACTIONS, OneLineParser, add_split_fractions
+from benchmarks.core.options import (
+    DEFAULT_CACHE,
+    DEFAULT_SPLIT_FRACTIONS,
+    OneLineParser,
+    add_split_fractions,
+    fractions_text,
+)
 from datasets import io as dio
 from datasets.base import DataError, Subject, Task
 
@@ -161,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     description = (
         f"ntbench {args.dataset} task {task}, split_seed {args.split_seed}, split_fractions "
-        f"{' '.join(f'{f:g}' for f in fractions)}, few-shot {args.few_shot} seed {args.seed}"
+        f"{fractions_text(fractions)}, few-shot {args.few_shot} seed {args.seed}"
     )
     args.out.mkdir(parents=True, exist_ok=True)
     export(data, task, split, folder, description)

@@ -34,6 +34,11 @@ def check_fractions(fractions: Any) -> tuple[float, float, float]:
     return values  # type: ignore[return-value]
 
 
+def fractions_text(fractions: Sequence[float]) -> str:
+    """The fractions as the store and the nnU-Net export record them, e.g. ``"0.6 0.2 0.2"``."""
+    return " ".join(f"{f:g}" for f in fractions)
+
+
 class _SplitFractions(argparse.Action):
     def __call__(self, parser: argparse.ArgumentParser, namespace: Any, values: Any, option: Any = None) -> None:
         try:

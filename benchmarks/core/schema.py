@@ -6,6 +6,8 @@ Any further numeric column in a store is a score a method returned from ``result
 
 from __future__ import annotations
 
+from benchmarks.core.options import DEFAULT_SPLIT_FRACTIONS, fractions_text
+
 # The columns every store has had since the first release, with their types, in write order.
 REQUIRED_SCHEMA: dict[str, type] = {
     "cell_key": str,
@@ -55,7 +57,7 @@ SETTING_SCHEMA: dict[str, type] = {
     "smoke": bool,
 }
 # Setting columns added after an input had been fixed at one value: cells written before them had that value.
-FIXED_BEFORE: dict[str, object] = {"split_fractions": "0.6 0.2 0.2"}
+FIXED_BEFORE: dict[str, object] = {"split_fractions": fractions_text(DEFAULT_SPLIT_FRACTIONS)}
 # Columns of tuning (docs/design.md §Tuning), filled when absent: which split a row scores, which tuning trial made it
 # (-1: not a trial), how many trials chose the method's settings (0: default settings) and which settings the
 # study chose (JSON list; "[]" in a tuned row written before this column: all of them).
