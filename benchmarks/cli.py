@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from benchmarks.core.device import DeviceError, resolve_device
-from benchmarks.core.options import DEFAULT_CACHE, OneLineParser, add_split_fractions
+from benchmarks.core.options import DEFAULT_CACHE, OneLineParser, add_margin, add_split_fractions
 from benchmarks.grid import UsageError, dataset_options
 
 if TYPE_CHECKING:  # heavy (torch, MONAI): imported in main only once the options are valid
@@ -144,6 +144,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="where the cells run: local processes, a SLURM job array (submitit) or Ray tasks",
     )
     p.add_argument("--csv", type=Path, help="also export the whole store as CSV to this path")
+    add_margin(p)  # the summary's verdicts, as the leaderboard's
     p.add_argument("--list-methods", action="store_true", help="list methods and their hyperparameters")
     p.add_argument("--list-datasets", action="store_true", help="list dataset adapters")
     p.add_argument("--list-tasks", metavar="DATASET", help="groups, modalities and regions found in a dataset")
@@ -529,7 +530,7 @@ def run(args: argparse.Namespace) -> int:
         print("interrupted: finished cells are kept; rerun the same command to resume", file=sys.stderr)
         return 130
     tally.skipped = len(cells) - len(todo)
-    print(run_summary(store.read(), cells, args.out, smoke=args.steps is not None))
+    print(run_summary(store.read(), cells, args.out, smoke=args.steps is not None, margin=args.margin))
     if args.csv:
         store.export_csv(args.csv)
     print(tally.line(executor.label))

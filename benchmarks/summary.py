@@ -8,6 +8,7 @@ from pathlib import Path
 import pandas as pd
 
 from benchmarks.config import Cell
+from benchmarks.core.options import DEFAULT_MARGIN
 from benchmarks.core.schema import SETTING_SCHEMA
 from leaderboard.store import variant_names, with_run_defaults
 
@@ -51,24 +52,28 @@ def _rows_of(
     return same & (rows["split"] == "test")  # tuning trials score the validation subjects: never in this table
 
 
-def _interval(out: Path, keys: set[str], best: str, control: str) -> str:
-    """``[95% CI lo, hi], verdict`` from the leaderboard's crossed (seed x subject) model, on this transfer."""
+def _interval(out: Path, keys: set[str], best: str, control: str, margin: float = DEFAULT_MARGIN) -> str:
+    """``[95% CI lo, hi; verdict]`` from the leaderboard's crossed (seed x subject) model, on this transfer.
+
+    The verdict is the leaderboard's (``stats.verdicts``), ``equivalent`` included: TOST within +-``margin`` Dice.
+    """
     from leaderboard import compare, load_store  # scipy/statsmodels: only when an interval is asked for
     from leaderboard.errors import LeaderboardError
 
     try:
         frame = load_store(out)
-        table = compare(frame[frame["cell_key"].isin(keys)], control, include_smoke=True)
+        table = compare(frame[frame["cell_key"].isin(keys)], control, include_smoke=True, margin=margin)
     except LeaderboardError as exc:  # the run's results stay valid; the summary says why there is no interval
         return f" (no interval: {exc})"
     row = table[(table["method"] == best) & (table["scope"] == "all")]
     if row.empty or pd.isna(row["ci_low"].iloc[0]):
         return ""
     r = row.iloc[0]
-    return f" [95% CI {r.ci_low:+.3f}, {r.ci_high:+.3f}; {r.verdict}]"
+    verdict = f"equivalent within ±{margin:g}" if r.verdict == "equivalent" else r.verdict
+    return f" [95% CI {r.ci_low:+.3f}, {r.ci_high:+.3f}; {verdict}]"
 
 
-def _verdict(sub: pd.DataFrame, out: Path) -> str:
+def _verdict(sub: pd.DataFrame, out: Path, margin: float = DEFAULT_MARGIN) -> str:
     """``best: X (Dice m): +d vs finetune [CI], +d vs scratch [CI]`` for one transfer.
 
     Each control is the one of the best's kind (tuned, or not): tuned and untuned rows are separate settings.
@@ -92,19 +97,22 @@ def _verdict(sub: pd.DataFrame, out: Path) -> str:
             continue
         seeds = min(ok.loc[ok["label"] == label, "seed"].nunique() for label in (best, labels[0]))
         keys = set(sub.loc[(sub["tuned_trials"] > 0) == kind, "cell_key"])
-        interval = _interval(out, keys, best_variant, control) if seeds >= MIN_SEEDS else ""
+        interval = _interval(out, keys, best_variant, control, margin) if seeds >= MIN_SEEDS else ""
         parts.append(f"{means[best] - means[labels[0]]:+.3f} vs {control}{interval}")
     if best_variant == "scratch":
         parts.append("no transferred model beat training from scratch (negative transfer, if it holds over seeds)")
     return f"  best: {best} (Dice {means[best]:.3f}): {'; '.join(parts)}"
 
 
-def run_summary(rows: pd.DataFrame, cells: list[Cell], out: Path, smoke: bool = False) -> str:
+def run_summary(
+    rows: pd.DataFrame, cells: list[Cell], out: Path, smoke: bool = False, margin: float = DEFAULT_MARGIN
+) -> str:
     """The run's answer, per transfer: every method's mean Dice, the best one and its margin over the controls.
 
     ``rows`` is the whole store (``Store.read``); methods another run put in it for the same transfer
     and setting are shown too. Variants are named as the leaderboard names them (``trm(alpha=2)``).
-    ``smoke`` (the run used ``--steps``) adds ``--include-smoke`` to the leaderboard command.
+    ``smoke`` (the run used ``--steps``) adds ``--include-smoke`` to the leaderboard command; ``margin``
+    (``--margin``, Dice) is the verdicts' practical-equivalence margin, passed on to that command too.
     """
     lines: list[str] = []
     if not rows.empty:
@@ -129,12 +137,12 @@ def run_summary(rows: pd.DataFrame, cells: list[Cell], out: Path, smoke: bool = 
             failed = grp.loc[grp["status"] == "failed", "cell_key"].nunique()
             dice = f"{mean:.3f} ± {std:.3f}" if len(ok) else "-"
             lines.append(f"  {label:<{width}} {dice:>15} {len(ok):>5} {ok['seed'].nunique():>6} {failed:>7}")
-        lines.append(_verdict(sub, out))
-    lines += _footer(rows, cells, out, smoke)
+        lines.append(_verdict(sub, out, margin))
+    lines += _footer(rows, cells, out, smoke, margin)
     return "\n".join(lines)
 
 
-def _footer(rows: pd.DataFrame, cells: list[Cell], out: Path, smoke: bool) -> list[str]:
+def _footer(rows: pd.DataFrame, cells: list[Cell], out: Path, smoke: bool, margin: float = DEFAULT_MARGIN) -> list[str]:
     mine = rows[rows["cell_key"].isin({c.key for c in cells})] if not rows.empty else rows
     seeds = int(mine["seed"].nunique()) if len(mine) else 0
     lines = [
@@ -151,13 +159,17 @@ def _footer(rows: pd.DataFrame, cells: list[Cell], out: Path, smoke: bool) -> li
     else:
         lines.append(
             "Intervals: 95% CI of the difference from the leaderboard's crossed seed x subject model, "
-            "computed on this transfer alone (the leaderboard corrects for all comparisons at once)."
+            "computed on this transfer alone (the leaderboard corrects for all comparisons at once). Verdict "
+            f"equivalent: not different, and the 90% CI lies within ±{margin:g} Dice (--margin; two one-sided "
+            "tests); inconclusive: neither shown."
         )
     command = ["python", "-m", "leaderboard.build", "--results", str(out), "--out", str(out / "site")]
     if not rows.empty and rows["suite"].nunique() > 1:
         command += [a for s in sorted({c.suite for c in cells}) for a in ("--suite", s)]
     if smoke:
         command.append("--include-smoke")
+    if margin != DEFAULT_MARGIN:
+        command += ["--margin", str(margin)]
     lines.append(f"Results: {mine['cell_key'].nunique() if len(mine) else 0} cells in {Path(out).resolve()}/cells")
     lines.append(f"Next, tables with paired tests and figures: {shlex.join(command)}")
     return lines

@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats as sps
 
+from benchmarks.core.options import DEFAULT_MARGIN
 from leaderboard import stats
 from leaderboard.comparisons import COLUMNS, EXTRA_COLUMNS, compare, prepared
 from leaderboard.errors import LeaderboardError
@@ -27,6 +28,7 @@ class Options:
     control: str | None = "finetune"
     scratch: str | None = "scratch"
     power_delta: float = 0.02
+    margin: float = DEFAULT_MARGIN  # practical-equivalence margin in Dice (no equivalence for HD95)
 
     @property
     def higher_is_better(self) -> bool:
@@ -312,10 +314,10 @@ def analyse(
     power = pd.DataFrame()
     common = {"metric": options.metric, "scratch": options.scratch, "alpha": options.alpha}
     if options.control in has and len(has) > 1:
-        comparisons = compare(rows, options.control, **common)
+        comparisons = compare(rows, options.control, margin=options.margin, **common)
         power = power_table(rows, options.control, options.power_delta, **common)
     if options.scratch in has and len(has) > 1:
-        negative = compare(rows, options.scratch, **common)
+        negative = compare(rows, options.scratch, margin=options.margin, **common)
     transfer, kendall = transferability(rows, options)
     return Report(
         options=options,

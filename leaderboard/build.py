@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from benchmarks.core.options import OneLineParser
+from benchmarks.core.options import OneLineParser, add_margin
 from leaderboard import figures
 from leaderboard.analysis import Options, Report, analyse
 from leaderboard.comparisons import resolve_variant
@@ -52,6 +52,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--scratch", help="no-transfer reference for negative transfer (default: scratch)")
     p.add_argument("--metric", choices=sorted(METRICS), default="dice")
     p.add_argument("--alpha", type=_alpha, default=0.05, help="significance level (default 0.05)")
+    add_margin(p)
     p.add_argument("--region", help="only this region (default: every region, averaged within each test subject)")
     p.add_argument("--few-shot", type=int, help="only this few-shot K (default: every K, each its own setting)")
     p.add_argument("--suite", action="append", help="only the settings this suite ran (repeatable)")
@@ -97,7 +98,12 @@ def build(args: argparse.Namespace) -> Report:
             raise LeaderboardError(f"--few-shot {args.few_shot}: not in the store (has {', '.join(map(str, shots))})")
         df = df[df["few_shot"] == args.few_shot]
     options = Options(
-        metric=args.metric, alpha=args.alpha, control=control, scratch=scratch, power_delta=args.power_delta
+        metric=args.metric,
+        alpha=args.alpha,
+        control=control,
+        scratch=scratch,
+        power_delta=args.power_delta,
+        margin=args.margin,
     )
     report = analyse(df, options, include_smoke=args.include_smoke, dropped=dropped)
     publish(report, args.out)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from benchmarks.core.options import DEFAULT_MARGIN
 from leaderboard import stats
 from leaderboard.errors import LeaderboardError
 from leaderboard.settings import assign_settings, is_smoke
@@ -24,7 +25,10 @@ COLUMNS = [
     "p_holm",
     "verdict",
 ]
-EXTRA_COLUMNS = ["df", "transfer_type", "note"]
+# Equivalence (TOST, docs/statistics.md): the margin (NaN for HD95 or when off), the (1 - 2 alpha) interval,
+# the TOST p and its Holm adjustment over the same rows as p_holm.
+TOST_COLUMNS = ["margin", "tost_low", "tost_high", "p_tost", "p_tost_holm"]
+EXTRA_COLUMNS = [*TOST_COLUMNS, "df", "transfer_type", "note"]
 
 
 def resolve_variant(name: str, variants: list[str], option: str) -> str:
@@ -59,20 +63,27 @@ def compare(
     alpha: float = 0.05,
     seed: int = 0,
     include_smoke: bool = False,
+    margin: float | None = DEFAULT_MARGIN,
 ) -> pd.DataFrame:
-    """One row per (setting, scope, method): method - control, interval, p, Holm p and verdict.
+    """One row per (setting, scope, method): method - control, interval, p, Holm p, TOST and verdict.
 
     ``frame`` is ``load_store``'s output (optionally filtered with ``settings.select``). The unit is a
     test subject (its regions, transfers and target tasks in the scope averaged within each seed);
     method and control are paired on (subject, seed) and the interval and p-value come from the
     crossed (seed x subject) random-effects model of ``stats.crossed_interval``. Holm runs over all
-    rows. Verdict: ``worse``/``better`` (``negative``/``positive`` when the control is scratch) when
-    the Holm p < alpha with at least 3 seeds, else ``inconclusive``. ``seed`` is accepted for API
-    stability: the analytic interval draws no random numbers.
+    rows, for the difference p and, separately, for the TOST p of equivalence within +-``margin``
+    (Dice; ``stats.tost``). Verdict: ``worse``/``better`` (``negative``/``positive`` when the control
+    is scratch) when the Holm p < alpha with at least 3 seeds; else ``equivalent`` when the Holm TOST
+    p < alpha with at least 3 seeds; else ``inconclusive``. No equivalence for HD95 (the margin is a
+    Dice difference) or with ``margin=None``. ``seed`` is accepted for API stability: the analytic
+    interval draws no random numbers.
     """
     del seed
     if metric not in METRICS:
         raise LeaderboardError(f"--metric {metric}: unknown (use {', '.join(METRICS)})")
+    if margin is not None and not 0 < margin < 1:
+        raise LeaderboardError(f"--margin {margin:g}: must be > 0 and < 1 (a Dice difference)")
+    margin = margin if metric == "dice" else None
     rows = prepared(frame, scratch, include_smoke)
     variants = sorted(rows.loc[rows["status"] == "ok", "variant"].unique())
     control = resolve_variant(control, variants, "--control")
@@ -92,14 +103,16 @@ def compare(
                     continue  # not pooled over all target tasks when the pair lacks one: its task rows say it all
                 out.append(
                     {"setting": setting, "scope": scope, "method": method, "control": control}
-                    | pair_result(units, method, control, alpha, types)
+                    | pair_result(units, method, control, alpha, types, margin)
                 )
-    result = pd.DataFrame(out, columns=[c for c in COLUMNS if c not in ("p_holm", "verdict")] + EXTRA_COLUMNS)
+    late = ("p_holm", "verdict", "p_tost_holm")
+    result = pd.DataFrame(out, columns=[c for c in COLUMNS + EXTRA_COLUMNS if c not in late])
     result = result[result["n_units"] > 0].reset_index(drop=True)
     result["p_holm"] = stats.holm(result["p_value"].to_numpy(dtype=float))
-    result["verdict"] = [
-        stats.verdict(r.mean_diff, r.p_holm, r.n_seeds, alpha, higher, words) for r in result.itertuples()
-    ]
+    # Equivalence claims are a family of their own, Holm over the same rows (docs/statistics.md, "Equivalence").
+    result["p_tost_holm"] = stats.holm(result["p_tost"].to_numpy(dtype=float))
+    mean, p, p_eq = (result[c].to_numpy(dtype=float) for c in ("mean_diff", "p_holm", "p_tost_holm"))
+    result["verdict"] = stats.verdicts(mean, p, result["n_seeds"].to_numpy(dtype=float), alpha, higher, words, p_eq)
     return result[COLUMNS + EXTRA_COLUMNS]
 
 
@@ -108,10 +121,13 @@ def _everywhere(wide: pd.DataFrame, tasks: pd.Index, variants: list[str]) -> boo
     return all(wide.loc[tasks == t, v].notna().any() for t in tasks.unique() for v in variants)
 
 
-def pair_result(units: pd.DataFrame, method: str, control: str, alpha: float, types: pd.Series) -> dict:
-    """The crossed-model comparison of two variants on the units both have."""
+def pair_result(
+    units: pd.DataFrame, method: str, control: str, alpha: float, types: pd.Series, margin: float | None = None
+) -> dict:
+    """The crossed-model comparison of two variants on the units both have; TOST within +-``margin`` if given."""
     g = grids(units, [method, control])
-    row = {"n_units": g.n_units, "n_seeds": g.n_seeds}
+    row = {"n_units": g.n_units, "n_seeds": g.n_seeds, "margin": np.nan if margin is None else margin}
+    row |= dict.fromkeys(("tost_low", "tost_high", "p_tost"), np.nan)
     if not g.values:
         return row | {
             "mean_diff": np.nan,
@@ -124,6 +140,9 @@ def pair_result(units: pd.DataFrame, method: str, control: str, alpha: float, ty
         }
     diff = (g.values[method] - g.values[control]).to_numpy()
     est = stats.crossed_interval(diff, alpha)
+    if margin is not None:
+        eq = stats.tost(est, margin, alpha)
+        row |= {"tost_low": float(eq.low), "tost_high": float(eq.high), "p_tost": float(eq.p_value)}
     paired = units[[method, control]].dropna()
     kinds = sorted({types.get(t, "none") for t in paired.index.get_level_values("transfer")} - {"none"})
     notes = [g.note()] if g.note() else []

@@ -98,6 +98,7 @@ def page(report: Report, figures: dict[str, Path]) -> str:
     summary = (
         f"{label} ({direction(report)}) · {len(report.settings)} setting(s) · control: {opts.control} · "
         f"scratch: {opts.scratch} · α = {opts.alpha:g}"
+        + (f" · equivalence margin ±{opts.margin:g} Dice (TOST)" if opts.metric == "dice" else "")
     )
     body = [f"<h1>ntbench leaderboard — {escape(label)}</h1>", f'<p class="summary">{escape(summary)}</p>']
     body.append('<ul class="prov" id="coverage">' + "".join(f"<li>{escape(x)}</li>" for x in coverage_lines(report)))

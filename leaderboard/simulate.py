@@ -1,7 +1,8 @@
 """Simulated stores with a known effect and known variance components, and the calibration they give.
 
 ``python -m leaderboard.simulate [--stores 10000]`` prints the coverage / type-I error / power table of
-``docs/statistics.md``. The calibration test (tests/leaderboard/test_calibration.py) runs a smaller one.
+``docs/statistics.md``; with ``--equivalence`` the rate of the ``equivalent`` verdict (TOST) instead. The
+calibration tests (tests/leaderboard/test_calibration.py, test_equivalence.py) run smaller ones.
 """
 
 from __future__ import annotations
@@ -14,8 +15,9 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from benchmarks.core.options import DEFAULT_MARGIN
 from benchmarks.core.schema import SETTING_SCHEMA
-from leaderboard.stats import crossed_interval
+from leaderboard.stats import crossed_interval, tost, verdicts
 
 
 @dataclass(frozen=True)
@@ -36,6 +38,9 @@ REGIMES = {
 }
 SEEDS = (3, 5, 10)
 SUBJECTS = (2, 8, 30)
+# (seeds, test subjects) of the equivalence table in docs/statistics.md.
+EQUIVALENCE_DESIGNS = ((3, 8), (3, 24), (5, 8), (5, 24), (10, 24), (10, 60))
+CHUNK = 2500  # stores simulated at once (memory: a 10 x 60 design holds 24,000 values per store)
 
 
 def simulate_differences(
@@ -168,12 +173,88 @@ def calibration(
     return pd.DataFrame(rows)
 
 
+def equivalent_rate(
+    rng: np.random.Generator,
+    n_stores: int,
+    n_seeds: int,
+    n_subjects: int,
+    components: Components,
+    effect: float,
+    margin: float,
+    alpha: float = 0.05,
+) -> float:
+    """Share of simulated stores whose one comparison gets the verdict ``equivalent`` (``stats.verdicts``).
+
+    One row per store, so Holm leaves both p-values as they are (a family of one).
+    """
+    hits = 0
+    for start in range(0, n_stores, CHUNK):
+        n = min(CHUNK, n_stores - start)
+        est = crossed_interval(unit_grids(simulate_differences(rng, n, n_seeds, n_subjects, components, effect)), alpha)
+        eq = tost(est, margin, alpha)
+        words = verdicts(est.mean, est.p_value, n_seeds, alpha, True, ("worse", "better"), eq.p_value)
+        hits += int(np.sum(words == "equivalent"))
+    return hits / n_stores
+
+
+def equivalence_calibration(
+    n_stores: int,
+    *,
+    margins: tuple[float, ...] = (DEFAULT_MARGIN,),
+    alpha: float = 0.05,
+    rng_seed: int = 0,
+    regimes: dict[str, Components] = REGIMES,
+    designs: tuple[tuple[int, int], ...] = EQUIVALENCE_DESIGNS,
+) -> pd.DataFrame:
+    """Per regime, design and margin: the ``equivalent`` rate at no true difference (``power``) and at a
+    true difference of -margin and +margin (``size_low``, ``size_high``: TOST's size, at most alpha)."""
+    rng = np.random.default_rng(rng_seed)
+    rows = []
+    for regime, components in regimes.items():
+        for n_seeds, n_subjects in designs:
+            for margin in margins:
+                rate = {
+                    effect: equivalent_rate(rng, n_stores, n_seeds, n_subjects, components, effect, margin, alpha)
+                    for effect in (0.0, -margin, margin)
+                }
+                rows.append(
+                    {
+                        "regime": regime,
+                        "seeds": n_seeds,
+                        "subjects": n_subjects,
+                        "margin": margin,
+                        "power": rate[0.0],
+                        "size_low": rate[-margin],
+                        "size_high": rate[margin],
+                    }
+                )
+    return pd.DataFrame(rows)
+
+
 def main(argv: list[str] | None = None) -> None:
-    """Print the calibration table as Markdown."""
+    """Print the calibration table (or with ``--equivalence`` the equivalence table) as Markdown."""
     p = argparse.ArgumentParser(prog="python -m leaderboard.simulate", description=__doc__)
     p.add_argument("--stores", type=int, default=10000, help="simulated stores per cell and hypothesis")
     p.add_argument("--effect", type=float, default=0.03, help="true difference for the power column")
+    p.add_argument(
+        "--equivalence",
+        type=float,
+        nargs="+",
+        metavar="MARGIN",
+        help="instead: how often the verdict is 'equivalent' at a true difference of 0 and of -+MARGIN (Dice)",
+    )
     args = p.parse_args(argv)
+    if args.equivalence:
+        table = equivalence_calibration(args.stores, margins=tuple(args.equivalence))
+        print(f"{args.stores} stores per cell; share of 'equivalent' verdicts (TOST, alpha = 0.05)\n")
+        print("| regime | seeds | subjects | margin | at Δ = 0 (power) | at Δ = −margin | at Δ = +margin |")
+        print("|---|---:|---:|---:|---:|---:|---:|")
+        for r in table.itertuples():
+            print(
+                f"| {r.regime} | {r.seeds} | {r.subjects} | {r.margin:g} | {r.power:.3f} | {r.size_low:.3f} "
+                f"| {r.size_high:.3f} |"
+            )
+        return
     table = calibration(args.stores, effect=args.effect)
     print(f"{args.stores} stores per cell; power at a true difference of {args.effect:g}\n")
     print("| regime | seeds | subjects | coverage | type-I error | power |")

@@ -178,8 +178,65 @@ def nemenyi_groups(sorted_ranks: ArrayLike, cd: float) -> list[tuple[int, int]]:
     return [(i, j) for i, j in runs if not any(a <= i and j <= b and (a, b) != (i, j) for a, b in runs)]
 
 
-def verdict(mean_diff: float, p_holm: float, n_seeds: int, alpha: float, higher_is_better: bool, words: tuple) -> str:
-    """``words[0]`` (worse) / ``words[1]`` (better) when the Holm p < alpha with enough seeds, else inconclusive."""
-    if n_seeds < MIN_SEEDS or not np.isfinite(p_holm) or p_holm >= alpha:
-        return "inconclusive"
-    return words[1] if (mean_diff > 0) == higher_is_better else words[0]
+@dataclass(frozen=True)
+class Equivalence:
+    """Two one-sided tests of |mu| >= margin on a crossed estimate (arrays, like ``CrossedEstimate``)."""
+
+    low: np.ndarray  # the (1 - 2 alpha) interval: TOST at level alpha rejects exactly when it lies in (-m, m)
+    high: np.ndarray
+    p_value: np.ndarray  # the larger of the two one-sided p-values
+
+
+def tost(est: CrossedEstimate, margin: float, alpha: float = 0.05) -> Equivalence:
+    """Equivalence within +-``margin`` from the same crossed-model mean, SE and df as ``crossed_interval``.
+
+    H0: mu <= -m or mu >= m; p = max(P(T > (mean + m)/SE), P(T > (m - mean)/SE)) with T ~ t(df); the test
+    at level alpha rejects iff the (1 - 2 alpha) interval lies inside (-m, m).
+    Two one-sided tests (TOST): Schuirmann 1987, J Pharmacokinet Biopharm 15:657-680.
+    SE = 0: p is 0 when |mean| < m, else 1. NaN where the SE is NaN (1 seed or 1 subject).
+    """
+    mean, se, df = np.asarray(est.mean, float), np.asarray(est.se, float), np.asarray(est.df, float)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        t = stats.t.ppf(1 - alpha, df)
+        p_lower = stats.t.sf((mean + margin) / se, df)  # H0: mu <= -m
+        p_upper = stats.t.sf((margin - mean) / se, df)  # H0: mu >= m
+        p = np.where(se > 0, np.maximum(p_lower, p_upper), np.where(np.abs(mean) < margin, 0.0, 1.0))
+    p = np.where(np.isnan(se), np.nan, p)
+    return Equivalence(mean - t * se, mean + t * se, p)
+
+
+def verdicts(
+    mean_diff: ArrayLike,
+    p_holm: ArrayLike,
+    n_seeds: ArrayLike,
+    alpha: float,
+    higher_is_better: bool,
+    words: tuple,
+    p_tost_holm: ArrayLike = np.nan,
+) -> np.ndarray:
+    """Vectorised ``verdict``: one word per row (the leaderboard and the calibration use this one rule)."""
+    mean, p, p_eq = np.broadcast_arrays(*(np.asarray(x, float) for x in (mean_diff, p_holm, p_tost_holm)))
+    enough = np.broadcast_to(np.asarray(n_seeds) >= MIN_SEEDS, mean.shape)
+    with np.errstate(invalid="ignore"):
+        differs = enough & (p < alpha)  # NaN compares False
+        equivalent = enough & ~differs & (p_eq < alpha)
+        ahead = (mean > 0) == higher_is_better
+    out = np.full(mean.shape, "inconclusive", dtype=object)
+    out[equivalent] = "equivalent"
+    out[differs & ahead] = words[1]
+    out[differs & ~ahead] = words[0]
+    return out
+
+
+def verdict(
+    mean_diff: float,
+    p_holm: float,
+    n_seeds: int,
+    alpha: float,
+    higher_is_better: bool,
+    words: tuple,
+    p_tost_holm: float = math.nan,
+) -> str:
+    """``words[0]`` (worse) / ``words[1]`` (better) when the Holm p < alpha with enough seeds; else
+    ``equivalent`` when the Holm-adjusted TOST p < alpha with enough seeds; else ``inconclusive``."""
+    return str(verdicts(mean_diff, p_holm, n_seeds, alpha, higher_is_better, words, p_tost_holm)[()])

@@ -11,6 +11,7 @@ from leaderboard.analysis import Report, SettingReport
 from leaderboard.stats import MIN_KENDALL_N, MIN_SEEDS
 
 METRIC_LABELS = {"dice": "Dice", "hd95": "HD95 (mm)"}
+DIFFERS = ("better", "worse", "positive", "negative")  # verdicts that a † marks (not equivalent, not inconclusive)
 
 
 @dataclass(frozen=True)
@@ -122,7 +123,8 @@ def setting_table(report: Report, sr: SettingReport) -> Table:
     pick = max if opts.higher_is_better else min
     best = {s: _value(pick(by_scope[s]["mean"]), opts.metric) for s in scopes if not by_scope[s].empty}
     c = _of(report.comparisons, sr.setting)
-    marked = set(zip(c.loc[c["verdict"] != "inconclusive", "method"], c.loc[c["verdict"] != "inconclusive", "scope"]))
+    differs = c["verdict"].isin(DIFFERS)
+    marked = set(zip(c.loc[differs, "method"], c.loc[differs, "scope"]))
     headers = ["Method"]
     for scope in scopes:
         part = by_scope[scope]
@@ -164,7 +166,12 @@ def setting_table(report: Report, sr: SettingReport) -> Table:
     return Table(f"{sr.setting}: {METRIC_LABELS[opts.metric]} ({direction(report)})", headers, rows, notes)
 
 
-def _comparison_rows(frame: pd.DataFrame, metric: str) -> list[list[TableCell]]:
+def equivalence_on(report: Report) -> bool:
+    """Whether the report's verdicts include ``equivalent`` (the margin is a Dice difference: not for HD95)."""
+    return report.options.metric == "dice"
+
+
+def _comparison_rows(frame: pd.DataFrame, metric: str, tost: bool) -> list[list[TableCell]]:
     return [
         [
             TableCell(r.method),
@@ -175,7 +182,15 @@ def _comparison_rows(frame: pd.DataFrame, metric: str) -> list[list[TableCell]]:
             TableCell(f"{_signed(r.mean_diff, metric)} [{_signed(r.ci_low, metric)}, {_signed(r.ci_high, metric)}]"),
             TableCell("–" if pd.isna(r.df) else f"{r.df:.1f}"),
             TableCell(_p(r.p_value)),
-            TableCell(_p(r.p_holm), bold=r.verdict != "inconclusive"),
+            TableCell(_p(r.p_holm), bold=r.verdict in DIFFERS),
+            *(
+                [
+                    TableCell(f"[{_signed(r.tost_low, metric)}, {_signed(r.tost_high, metric)}]"),
+                    TableCell(_p(r.p_tost_holm), bold=r.verdict == "equivalent"),
+                ]
+                if tost
+                else []
+            ),
             TableCell(r.verdict, bold=r.verdict != "inconclusive"),
             TableCell(r.note),
         ]
@@ -195,6 +210,11 @@ def _comparison_headers(report: Report) -> list[str]:
         "df",
         "p",
         "p (Holm)",
+        *(
+            [f"{round(100 * (1 - 2 * report.options.alpha))}% CI (TOST)", "p TOST (Holm)"]
+            if equivalence_on(report)
+            else []
+        ),
         "Verdict",
         "Note",
     ]
@@ -209,14 +229,29 @@ MODEL_NOTE = (
 )
 
 
+def equivalence_note(report: Report) -> str:
+    """What ``equivalent`` means on this page (or why HD95 never gets it)."""
+    opts = report.options
+    if not equivalence_on(report):
+        return "No equivalent verdict for HD95: the practical-equivalence margin (--margin) is a Dice difference."
+    level = round(100 * (1 - 2 * opts.alpha))
+    return (
+        f"equivalent: not significantly different, and the two one-sided tests (TOST, Schuirmann 1987) put the "
+        f"difference within ±{opts.margin:g} Dice (--margin): the {level}% CI (TOST) of the same model lies inside "
+        f"±{opts.margin:g}, at the Holm-adjusted level (p TOST (Holm) < α = {opts.alpha:g}, Holm over the same rows); "
+        f"at least {MIN_SEEDS} seeds. inconclusive: neither a difference nor equivalence is shown (too few seeds or "
+        "units, or too much noise), which does not mean no effect."
+    )
+
+
 def comparisons_table(report: Report, sr: SettingReport) -> Table:
     """Each method minus the control in one setting."""
     opts = report.options
-    notes = [f"Δ = method − {opts.control} ({direction(report)}). " + MODEL_NOTE]
+    notes = [f"Δ = method − {opts.control} ({direction(report)}). " + MODEL_NOTE, equivalence_note(report)]
     return Table(
         f"{sr.setting}: comparisons with {opts.control}",
         _comparison_headers(report),
-        _comparison_rows(_of(report.comparisons, sr.setting), opts.metric),
+        _comparison_rows(_of(report.comparisons, sr.setting), opts.metric, equivalence_on(report)),
         notes,
     )
 
@@ -228,13 +263,13 @@ def negative_transfer_table(report: Report, sr: SettingReport) -> Table:
     notes = [
         f"Δ = method − {opts.scratch} on the same target task, seeds and test subjects; scratch is paired with "
         f"every transfer into its target task. Verdict negative: Holm p < α with Δ {worse} 0 and at least "
-        f"{MIN_SEEDS} seeds; positive symmetrically; otherwise inconclusive (which does not mean no effect). "
-        + MODEL_NOTE
+        f"{MIN_SEEDS} seeds; positive symmetrically; else equivalent or inconclusive (below). " + MODEL_NOTE,
+        equivalence_note(report),
     ]
     return Table(
         f"{sr.setting}: negative transfer (vs {opts.scratch})",
         _comparison_headers(report),
-        _comparison_rows(_of(report.negative_transfer, sr.setting), opts.metric),
+        _comparison_rows(_of(report.negative_transfer, sr.setting), opts.metric, equivalence_on(report)),
         notes,
     )
 

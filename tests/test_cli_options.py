@@ -36,6 +36,7 @@ BAD: dict[str, tuple[list[str], str]] = {
     "steps": (["--steps", "0"], "--steps 0: must be >= 1"),
     "tune": (["--tune", "0"], "--tune 0: must be >= 1"),
     "tune_sampler": (["--tune-sampler", "grid"], "invalid choice: 'grid'"),
+    "margin": (["--margin", "0"], "argument --margin: '0': must be a number > 0"),
     "cells_per_device": (["--cells-per-device", "0"], "--cells-per-device 0: must be >= 1"),
     "threads": (["--threads", "0"], "--threads 0: must be >= 1"),
     "amp": (["--amp", "fp8"], "invalid choice: 'fp8'"),

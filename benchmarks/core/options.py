@@ -1,9 +1,10 @@
-"""What every command-line tool of ntbench shares: the default cache folder, one-line argument errors and the
-subject split's fractions."""
+"""What every command-line tool of ntbench shares: the default cache folder, one-line argument errors, the
+subject split's fractions and the verdicts' equivalence margin."""
 
 from __future__ import annotations
 
 import argparse
+import math
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -57,3 +58,32 @@ def add_split_fractions(parser: argparse.ArgumentParser, default: str) -> None:
         metavar=("TRAIN", "VAL", "TEST"),
         help=f"share of each group's subjects in train, val and test, summing to 1 (default: {default})",
     )
+
+
+# Practical-equivalence margin of the verdicts, in Dice (docs/statistics.md, "Equivalence"): the difference
+# the leaderboard's power table is sized for (--power-delta 0.02), so that a difference the benchmark sets out
+# to detect is never at the same time called negligible; about twice the typical seed-to-seed SD (0.010) of one
+# method's mean Dice on the mni152 runs (docs/trm-study.md).
+DEFAULT_MARGIN = 0.02
+MARGIN_HELP = (
+    f"practical-equivalence margin of the verdicts, in Dice (default {DEFAULT_MARGIN:g}: the difference the power "
+    "table is sized for, about twice one method's typical seed-to-seed SD on the mni152 runs; docs/statistics.md). "
+    "Verdict 'equivalent': no significant difference and the (1 - 2 alpha) interval, 90%% at alpha 0.05, within "
+    "+-margin (two one-sided tests, Holm-adjusted like the p-values); never for HD95"
+)
+
+
+def positive_margin(text: str) -> float:
+    """``--margin`` as a number in (0, 1), a Dice difference; else ``argparse.ArgumentTypeError`` (one line, exit 2)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not 0 < value < 1:  # NaN fails too
+        raise argparse.ArgumentTypeError(f"{text!r}: must be a number > 0 and < 1 (Dice, e.g. {DEFAULT_MARGIN:g})")
+    return value
+
+
+def add_margin(parser: argparse.ArgumentParser) -> None:
+    """``--margin DICE``, validated as it is parsed (before anything heavy is imported or written)."""
+    parser.add_argument("--margin", type=positive_margin, default=DEFAULT_MARGIN, metavar="DICE", help=MARGIN_HELP)

@@ -59,10 +59,14 @@ def test_holm_over_every_row_and_verdicts(default_build: Path) -> None:
     for name in ("comparisons.csv", "negative_transfer.csv"):
         frame = pd.read_csv(default_build / name)
         np.testing.assert_allclose(frame["p_holm"], holm(frame["p_value"].to_numpy()))
+        np.testing.assert_allclose(frame["p_tost_holm"], holm(frame["p_tost"].to_numpy()))
         significant = frame["p_holm"] < 0.05
-        assert (frame.loc[~significant, "verdict"] == "inconclusive").all()
+        equivalent = ~significant & (frame["p_tost_holm"] < 0.05) & (frame["n_seeds"] >= 3)
+        assert (frame.loc[equivalent, "verdict"] == "equivalent").all()
+        assert (frame.loc[~significant & ~equivalent, "verdict"] == "inconclusive").all()
         words = {"better", "worse"} if name == "comparisons.csv" else {"positive", "negative"}
         assert set(frame.loc[significant, "verdict"]) <= words
+        assert (frame["margin"] == 0.02).all()
 
 
 def test_friedman_over_units(default_build: Path, default_store: Path) -> None:

@@ -79,7 +79,14 @@ def test_block_ranks_direction() -> None:
 
 
 def crossed_reference(d: np.ndarray, alpha: float = 0.05) -> tuple[float, float, float, float]:
-    """Mean, CI and p of the crossed model written independently: residuals from a least-squares fit of the
+    """Mean, CI and p of the crossed model written independently (``crossed_parts``)."""
+    grand, se, nu = crossed_parts(d)
+    q = sps.t.ppf(1 - alpha / 2, nu)
+    return grand, grand - q * se, grand + q * se, 2 * sps.t.sf(abs(grand) / se, nu)
+
+
+def crossed_parts(d: np.ndarray) -> tuple[float, float, float]:
+    """Mean, SE and df of the crossed model written independently: residuals from a least-squares fit of the
     additive (seed + subject) model, variance components by plain loops, Satterthwaite df by hand."""
     n_s, n_j = d.shape
     y = d.ravel()
@@ -104,9 +111,7 @@ def crossed_reference(d: np.ndarray, alpha: float = 0.05) -> tuple[float, float,
     total = sum(terms)
     nu = total**2 / sum(t**2 / f for t, f in zip(terms, dfs))
     nu = min(nu, dfs[max(range(len(terms)), key=lambda i: terms[i])])
-    se = math.sqrt(total / (n_s * n_j))
-    q = sps.t.ppf(1 - alpha / 2, nu)
-    return grand, grand - q * se, grand + q * se, 2 * sps.t.sf(abs(grand) / se, nu)
+    return grand, math.sqrt(total / (n_s * n_j)), nu
 
 
 @pytest.mark.parametrize("seed", range(20))
