@@ -6,9 +6,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
 from benchmarks.core.options import DEFAULT_SPLIT_FRACTIONS
 from datasets.base import DATASETS, DataError, DatasetAdapter, Task
-from datasets.slices import SliceSet, load_slices, preprocess_subjects
+from datasets.slices import SliceSet, load_maps, load_slices, preprocess_subjects
 from datasets.splits import few_shot, split_subjects
 
 if TYPE_CHECKING:
@@ -41,6 +43,14 @@ class OpenDataset:
 
     def slices(self, task: Task, ids: list[str]) -> SliceSet:
         return load_slices(self.cached, ids, task, self.adapter.regions)
+
+    def risk(self, source: Task, target: Task, ids: list[str]) -> np.ndarray | None:
+        """Ground-truth risk maps (N, H, W) aligned with ``slices(target, ids)``; None where the dataset has none."""
+        subjects = {s.id: s for s in self.adapter.subjects()}
+        files = {sid: self.adapter.risk_map(subjects[sid], source, target) for sid in ids}
+        if any(path is None for path in files.values()):
+            return None
+        return load_maps(self.cached, files)
 
 
 def stratified_split(

@@ -52,9 +52,9 @@ def peek_dataset(
     subject turns out bad. Raises ``NotGenerated`` for an embedded dataset not yet in the cache.
     """
     cls = DATASETS.get(name)
-    with no_generation():
+    with no_generation():  # adapters with generation options generate in __init__ (phantom aligned, brainsim)
         root = Path(data_root) if data_root else cls.default_root(cache_dir)
-    adapter = cls(root, **options)
+        adapter = cls(root, **options)
     subjects = adapter.labelled_subjects()
     if not subjects:
         raise DataError(f"--data-root {root}: no labelled subjects found for dataset {name!r}")

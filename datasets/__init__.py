@@ -1,7 +1,7 @@
 """Dataset adapters: files on disk -> Subjects -> cached 2D slices.
 
 Importing the package registers the built-in adapters (fets2021, phantom, brats2021,
-iseg2019, mni152, msd); ``DATASETS.names()`` lists them.
+iseg2019, mni152, msd, brainsim); ``DATASETS.names()`` lists them.
 The torch-dependent slice API (``datasets.slices``) is imported lazily, so that
 ``datasets.base`` stays usable without torch.
 """
@@ -9,7 +9,7 @@ The torch-dependent slice API (``datasets.slices``) is imported lazily, so that
 from importlib import import_module
 from typing import Any
 
-from datasets import brats, fets, iseg, mni152, msd  # noqa: F401  (importing registers the adapters)
+from datasets import brainsim, brats, fets, iseg, mni152, msd  # noqa: F401  (importing registers the adapters)
 from datasets.base import DATASETS, DataError, DatasetAdapter, Subject, Task
 from datasets.phantom import generate_phantom, phantom_root
 from datasets.splits import few_shot, split_subjects

@@ -113,6 +113,11 @@ class DatasetAdapter:
                 raise DataError(f"task {text!r}: unknown region {region!r}; valid: {', '.join(self.regions)}")
         return task
 
+    def risk_map(self, subject: Subject, source: Task, target: Task) -> Path | None:
+        """The subject's ground-truth risk map file for the transfer (1 where the source task conflicts with the
+        target task by construction), or None: only generated testbeds know one (``brainsim``)."""
+        return None
+
     def task_subjects(self, task: Task) -> list[Subject]:
         """Labelled subjects of the task's group that have its modality."""
         return [s for s in self.labelled_subjects() if task.group in ("*", "", s.group) and task.modality in s.images]

@@ -18,7 +18,8 @@ from monai.data import MetaTensor, get_track_meta, set_track_meta
 from monai.transforms import Compose, RandFlipd, RandRotate90d, RandScaleIntensityd, RandShiftIntensityd
 
 from datasets.base import DataError, Task
-from datasets.preprocess import PREPROCESS_VERSION, PreprocessResult, cache_key, preprocess_subjects
+from datasets.io import load_volume
+from datasets.preprocess import PREPROCESS_VERSION, PreprocessResult, cache_key, preprocess_subjects, resize_inplane
 
 __all__ = [
     "PREPROCESS_VERSION",
@@ -110,6 +111,20 @@ def load_slices(
         volume_shape=shapes,
         spacing=spacings,
     )
+
+
+def load_maps(cached: dict[str, Path], maps: dict[str, Path]) -> np.ndarray:
+    """Per-slice maps (N, H, W) float32 from one volume file per subject, aligned with ``load_slices`` of the
+    same subjects in the same order: the cached slices' axial indices, resized in-plane as labels are."""
+    out = []
+    for sid, path in maps.items():
+        with np.load(cached[sid]) as data:
+            z, shape = data["z"], tuple(int(v) for v in data["volume_shape"])
+        volume, _ = load_volume(path)
+        if volume.shape[2] <= int(z.max(initial=0)):
+            raise DataError(f"{path}: {volume.shape[2]} slices, but subject {sid} has slices up to {int(z.max())}")
+        out.append(np.moveaxis(resize_inplane(volume[..., z], shape[:2], True), -1, 0).astype(np.float32))
+    return np.concatenate(out)
 
 
 def assemble_volume(slices: SliceSet, subject_id: str, per_slice: np.ndarray) -> np.ndarray:
