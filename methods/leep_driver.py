@@ -1,6 +1,6 @@
 """Streaming passes of a frozen source model over the target data: LEEP joint, NCE counts, pixel
 risk maps and the location LEEP map (README, "Transfer Risk Map"), on any device, with no host
-synchronisation per batch."""
+synchronisation per batch. ``batches`` also serves the estimators' pass (``methods.estimators``)."""
 
 from __future__ import annotations
 
@@ -9,13 +9,14 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from methods import leep_kernels as K
 from methods import transferability as T
 
 
-class _LabelRange:
+class LabelRange:
     """Running label min/max kept on the device, checked once at the end (no per-batch host sync)."""
 
     def __init__(self) -> None:
@@ -34,21 +35,30 @@ class _LabelRange:
             raise ValueError(f"labels must lie in 0..{num_classes - 1}, found range {-neg_low}..{high}")
 
 
-def _batches(
+def batches(
     model: nn.Module,
     loader: Iterable[Mapping[str, Any]],
     num_classes: int,
     device: torch.device,
-    seen: _LabelRange,
-) -> Iterator[tuple[Mapping[str, Any], Tensor, Tensor]]:
-    """(batch, probs (B, K, *spatial), labels (B, *spatial)) on ``device``; probs = softmax of the logits."""
+    seen: LabelRange,
+    *,
+    features: bool = False,
+    hard: bool = False,
+) -> Iterator[tuple[Mapping[str, Any], Tensor, Tensor, Tensor | None]]:
+    """(batch, probs (B, K, *spatial), labels (B, *spatial), features) on ``device``; probs = softmax of the
+    logits, or with ``hard`` its one-hot argmax. With ``features`` the model is run as ``head(body(x))`` and its
+    body's output (B, D, *spatial), the per-pixel features before the head, is returned too (else None)."""
     for batch in loader:
-        logits = model(batch["image"].to(device, non_blocking=True))
+        images = batch["image"].to(device, non_blocking=True)
+        feats = model.body(images) if features else None
+        logits = model.head(feats) if features else model(images)
         probs = torch.softmax(logits.float(), 1)  # docs/design.md §TRM: theta = softmax(f_s(x))
+        if hard:
+            probs = F.one_hot(probs.argmax(1), probs.shape[1]).movedim(-1, 1).float()
         labels = batch["label"].to(device, non_blocking=True)
         T._check_shapes(probs, labels, num_classes)
         seen.update(labels)
-        yield batch, probs, labels
+        yield batch, probs, labels, feats
 
 
 def _loader_compile(compile: bool | None, loader: Iterable[Any], first: Tensor) -> bool:
@@ -73,8 +83,8 @@ def compute_joint(
     device = torch.device(device)
     joint = counts = None
     fused = False
-    seen = _LabelRange()
-    for _, probs, labels in _batches(model, loader, num_classes, device, seen):
+    seen = LabelRange()
+    for _, probs, labels, _ in batches(model, loader, num_classes, device, seen):
         x, lab = K.flat(probs, labels)
         if joint is None:
             fused = _loader_compile(compile, loader, lab)
@@ -98,10 +108,13 @@ def compute_risk_maps(
     *,
     device: torch.device | str,
     compile: bool | None = None,
+    hard: bool = False,
 ) -> tuple[np.ndarray, float]:
     """Pass 2: pixel-weight maps (N, *spatial) float16 in dataset order (``batch["index"]``) and the LEEP.
 
-    Maps live in one preallocated device buffer and are copied to the host once, at the end.
+    Maps live in one preallocated device buffer and are copied to the host once, at the end. With ``hard`` the
+    source probabilities are the one-hot argmax, so e = P(y|z) at the hard prediction and, with the conditional
+    of the NCE counts, the LEEP returned is the NCE (Tran et al., ICCV 2019: mean log P(y|z) over the samples).
     """
     device = torch.device(device)
     T.weights_from_e(torch.ones(1), risk, weighting, alpha, beta)  # fail fast on bad settings
@@ -116,8 +129,8 @@ def compute_risk_maps(
     total = torch.zeros((), dtype=torch.float64, device=device)
     pixels = 0
     fused = False
-    seen = _LabelRange()
-    for batch, probs, labels in _batches(model, loader, num_classes, device, seen):
+    seen = LabelRange()
+    for batch, probs, labels, _ in batches(model, loader, num_classes, device, seen, hard=hard):
         x, lab = K.flat(probs, labels)
         if x.shape[1] != cond.shape[1]:
             raise ValueError(f"model gives {x.shape[1]} source classes, conditional has {cond.shape[1]}")
@@ -151,15 +164,15 @@ def compute_location_map(
     every batch pooled), in two passes whose memory does not grow with the number of images."""
     device = torch.device(device)
     joint = None
-    seen = _LabelRange()
-    for _, probs, labels in _batches(model, loader, num_classes, device, seen):
+    seen = LabelRange()
+    for _, probs, labels, _ in batches(model, loader, num_classes, device, seen):
         part = T.location_joint(probs, labels, num_classes, stride, validate=False)
         joint = part if joint is None else joint + part
     seen.check(num_classes)
     cond = T.location_conditional(joint)
     log_sum = torch.zeros(joint.shape[:2], dtype=torch.float64, device=device)
     count = 0
-    for _, probs, labels in _batches(model, loader, num_classes, device, _LabelRange()):
+    for _, probs, labels, _ in batches(model, loader, num_classes, device, LabelRange()):
         log_sum += T.location_log_e_sum(probs, labels, cond, stride, validate=False)
         count += labels.shape[0]
     return log_sum / (count * stride * stride)  # Tan et al., ICIP 2023: LEEP of each window's samples

@@ -192,10 +192,10 @@ def weights_from_e(
     return pixel_weights(risk_map(e, risk, validate=False), weighting, alpha, beta)
 
 
-def nce_counts(
-    source_pred: Tensor, labels: Tensor, num_source_classes: int, num_classes: int, *, validate: bool = True
-) -> Tensor:
-    """(C, K) int64 co-occurrence counts of target label y and hard source prediction z (argmax)."""
+def _check_predictions(
+    source_pred: Tensor, labels: Tensor, num_source_classes: int, num_classes: int, validate: bool
+) -> None:
+    """Shapes, dtypes and (with ``validate``) value ranges of hard source predictions and target labels."""
     if source_pred.shape != labels.shape:
         raise ValueError(f"source_pred shape {tuple(source_pred.shape)} != labels shape {tuple(labels.shape)}")
     if source_pred.device != labels.device:
@@ -212,26 +212,42 @@ def nce_counts(
             raise ValueError(f"source_pred must lie in 0..{num_source_classes - 1}, found {z_low}..{z_high}")
         if y_low < 0 or y_high >= num_classes:
             raise ValueError(f"labels must lie in 0..{num_classes - 1}, found range {y_low}..{y_high}")
-    pair = labels.reshape(-1).long() * num_source_classes + source_pred.reshape(-1).long()
-    counts = torch.zeros(num_classes * num_source_classes, dtype=torch.int64, device=labels.device)
+
+
+def _count_pairs(pair: Tensor, size: int, validate: bool) -> Tensor:
+    """int64 histogram of ``pair`` over 0..size-1."""
+    counts = torch.zeros(size, dtype=torch.int64, device=pair.device)
     if not validate:  # keep unchecked values from reaching index_add_ (a device assert on CUDA)
-        pair = pair.clamp_(0, counts.numel() - 1)
-    counts.index_add_(0, pair, torch.ones((), dtype=torch.int64, device=labels.device).expand_as(pair))
+        pair = pair.clamp_(0, size - 1)
+    return counts.index_add_(0, pair, torch.ones((), dtype=torch.int64, device=pair.device).expand_as(pair))
+
+
+def nce_counts(
+    source_pred: Tensor, labels: Tensor, num_source_classes: int, num_classes: int, *, validate: bool = True
+) -> Tensor:
+    """(C, K) int64 co-occurrence counts of target label y and hard source prediction z (argmax)."""
+    _check_predictions(source_pred, labels, num_source_classes, num_classes, validate)
+    pair = labels.reshape(-1).long() * num_source_classes + source_pred.reshape(-1).long()
+    counts = _count_pairs(pair, num_classes * num_source_classes, validate)
     return counts.view(num_classes, num_source_classes)
+
+
+def _nce(counts: Tensor) -> Tensor:
+    """NCE of every (C, K) count matrix in the trailing two dims (float64; 0 log 0 = 0)."""
+    counts = counts.double()
+    p_joint = counts / counts.sum((-2, -1), keepdim=True)
+    p_cond = p_joint / p_joint.sum(-2, keepdim=True).clamp_min(EPS)
+    # Tran et al. 2019, ICCV, "Transferability and hardness of supervised classification tasks", sec. 3, NCE
+    return torch.where(p_joint > 0, p_joint * torch.log(p_cond.clamp_min(EPS)), 0).sum((-2, -1))
 
 
 def nce_from_counts(counts: Tensor) -> float:
     """NCE = -H(Y|Z) = sum_{y,z} P(y, z) log P(y|z) from (C, K) counts (0 log 0 = 0)."""
     if counts.ndim != 2:
         raise ValueError(f"counts must be a (C, K) matrix, got shape {tuple(counts.shape)}")
-    counts = counts.double()
-    total = counts.sum()
-    if not bool((counts >= 0).all()) or not total > 0:
+    if not bool((counts >= 0).all()) or not counts.double().sum() > 0:
         raise ValueError("counts must be non-negative with a positive total")
-    p_joint = counts / total
-    p_cond = p_joint / p_joint.sum(0, keepdim=True).clamp_min(EPS)
-    # Tran et al. 2019, ICCV, "Transferability and hardness of supervised classification tasks", sec. 3, NCE
-    return torch.where(p_joint > 0, p_joint * torch.log(p_cond.clamp_min(EPS)), 0).sum().item()
+    return _nce(counts).item()
 
 
 def segmentation_nce(source_pred: Tensor, labels: Tensor, num_source_classes: int, num_classes: int) -> float:
@@ -293,6 +309,51 @@ def location_leep_map(probs: Tensor, labels: Tensor, num_classes: int, stride: i
     joint = location_joint(probs, labels, num_classes, stride, validate=validate)
     log_sum = location_log_e_sum(probs, labels, location_conditional(joint), stride, validate=False)
     return log_sum / (labels.shape[0] * stride * stride)  # LEEP, eq. (2), over the window's samples
+
+
+def location_counts(
+    source_pred: Tensor,
+    labels: Tensor,
+    num_source_classes: int,
+    num_classes: int,
+    stride: int,
+    *,
+    validate: bool = True,
+) -> Tensor:
+    """(H // stride, W // stride, C, K) int64 counts of (target label, hard source prediction) over each
+    window's pixels of all images (``nce_counts`` per window); sums over batches."""
+    _check_predictions(source_pred, labels, num_source_classes, num_classes, validate)
+    _check_stride(stride, tuple(labels.shape[1:]))
+    h, w = labels.shape[1] // stride, labels.shape[2] // stride
+    rows = torch.arange(h * stride, device=labels.device) // stride
+    cols = torch.arange(w * stride, device=labels.device) // stride
+    window = (rows[:, None] * w + cols[None, :]).expand(labels.shape[0], -1, -1)  # (n, h*s, w*s) window id
+    y = labels[:, : h * stride, : w * stride].long()
+    z = source_pred[:, : h * stride, : w * stride].long()
+    pair = ((window * num_classes + y) * num_source_classes + z).reshape(-1)
+    counts = _count_pairs(pair, h * w * num_classes * num_source_classes, validate)
+    return counts.view(h, w, num_classes, num_source_classes)
+
+
+def location_nce_map(counts: Tensor) -> Tensor:
+    """Per-window NCE (h, w) float64 from ``location_counts`` (Tran et al. 2019 on each window's samples,
+    windows as Tan et al., ICIP 2023): NCE_w = mean over the window's pixels of log P_w(y|z)."""
+    if counts.ndim != 4:
+        raise ValueError(f"counts must be an (h, w, C, K) tensor, got shape {tuple(counts.shape)}")
+    if not bool((counts >= 0).all()) or not bool((counts.sum((-2, -1)) > 0).all()):
+        raise ValueError("counts must be non-negative with a positive total in every window")
+    return _nce(counts)
+
+
+def window_mean(values: Tensor, stride: int) -> Tensor:
+    """(H // stride, W // stride) float64 mean of per-pixel ``values`` (N, H, W) over each window's pixels of all
+    images (windows as ``location_leep_map``)."""
+    if values.ndim != 3 or not values.dtype.is_floating_point:
+        raise ValueError(f"values must be a float (N, H, W) tensor, got {values.dtype} {tuple(values.shape)}")
+    _check_stride(stride, tuple(values.shape[1:]))
+    h, w = values.shape[1] // stride, values.shape[2] // stride
+    windows = values[:, : h * stride, : w * stride].double().reshape(values.shape[0], h, stride, w, stride)
+    return windows.mean((0, 2, 4))
 
 
 def expand_windows(window_map: Tensor, shape: tuple[int, int], stride: int) -> Tensor:
