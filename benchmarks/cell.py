@@ -107,7 +107,8 @@ def fine_tune(
             cell.backbone, 1, task.num_classes, cell.checkpoint or None, size=cell.budget.size, scratch=True
         )
     target.to(device)
-    method.prepare(RunContext(source, target, train_set, device, cell.budget.target_steps, cell.seed, cache_dir))
+    run = RunContext(source, target, train_set, device, cell.budget.target_steps, cell.seed, cache_dir, cell.dataset)
+    method.prepare(run)
     train(
         target,
         train_set,

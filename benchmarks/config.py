@@ -70,7 +70,8 @@ class Cell:
         """Everything that changes the result; the suite name and code version are not in it.
 
         Fields added after the first release are left out while at their default
-        (``KEY_STABLE_DEFAULTS``), so that finished grids keep their keys.
+        (``KEY_STABLE_DEFAULTS``), and so are method hyperparameters a method added later
+        (``Method.key_stable_defaults``), so that finished grids keep their keys.
         """
         d = asdict(self)
         del d["suite"], d["checkpoint"]  # the checkpoint counts by content, through the fingerprint
@@ -78,11 +79,19 @@ class Cell:
         d["method_params"] = self.resolved_params()
         if not self.source_task:
             d["budget"]["source_steps"] = 0
-        for part, defaults in ((d, KEY_STABLE_DEFAULTS["cell"]), (d["budget"], KEY_STABLE_DEFAULTS["budget"])):
+        parts = [(d, KEY_STABLE_DEFAULTS["cell"]), (d["budget"], KEY_STABLE_DEFAULTS["budget"])]
+        parts.append((d["method_params"], self._method_stable_defaults()))
+        for part, defaults in parts:
             for name, default in defaults.items():
                 if part.get(name) == default:
                     del part[name]
         return d
+
+    def _method_stable_defaults(self) -> dict[str, Any]:
+        """The method's hyperparameters added after its first release, at the value older cells ran with."""
+        from methods import METHODS
+
+        return METHODS.get(self.method).key_stable_defaults if self.method in METHODS else {}
 
     def resolved_params(self) -> dict[str, Any]:
         """The hyperparameters the cell runs with: the explicit ones plus the method's declared defaults.

@@ -28,6 +28,7 @@ class RunContext:
     total_steps: int = 0
     seed: int = 0
     cache_dir: Path | None = None  # where one-off work (e.g. TRM maps) may be cached
+    dataset: str = ""  # the dataset's registered name, for messages
     optimizer: torch.optim.Optimizer | None = None  # set by the training loop once it is built
 
 
@@ -116,6 +117,9 @@ class Method:
     hparams: ClassVar[dict[str, HParam]] = {}
     init: ClassVar[str] = "source"
     requires: ClassVar[tuple[str, ...]] = ()  # structure a backbone must declare, e.g. ("encoder_stages",)
+    # Hyperparameters added after the method's first release, with the value every earlier cell ran with: a cell
+    # key leaves them out at that value, so finished results keep their keys (docs/design.md §Vocabulary).
+    key_stable_defaults: ClassVar[dict[str, Any]] = {}
 
     def __init__(self, **params: Any) -> None:
         unknown = sorted(set(params) - set(self.hparams))

@@ -15,11 +15,24 @@ from torch.utils.data import DataLoader
 from benchmarks.core.files import atomic_write
 from datasets.slices import SliceDataset
 from methods.base import HParam, Method, MethodConfigError, RunContext, Space, register_method
-from methods.leep_driver import compute_joint, compute_location_map, compute_risk_maps
+from methods.estimators import estimate_maps
+from methods.leep_driver import compute_joint, compute_risk_maps
 from methods.losses import soft_dice_loss
-from methods.transferability import leep_conditional, location_weights, nce_from_counts
+from methods.transferability import (
+    EPS,
+    leep_conditional,
+    location_weights,
+    nce_from_counts,
+    weights_from_e,
+    window_mean,
+)
 
 WEIGHT_KEY = "trm_weight"
+# Ground-truth risk maps (N, H, W) in [0, 1] of the training slices, attached to the training set under this name
+# by datasets that know them (brainsim dial transfers); trm score=oracle weights by them.
+RISK_KEY = "risk"
+# What weights the loss: the map-capable estimators (methods.estimators.map_names()) or the ground truth.
+SCORES = ("leep", "nce", "oracle")
 
 
 def risk_weighted_loss(
@@ -51,9 +64,18 @@ def risk_weighted_loss(
 
 @register_method("trm")
 class TransferRiskMap(Method):
-    """Loss weights from the source model's LEEP, per location window (default) or per pixel, on the CE term."""
+    """Loss weights from the source model's LEEP (or another map: ``score``), per location window (default) or per
+    pixel, on the CE term."""
 
     hparams = {
+        # Not searched by tuning: oracle is a control that needs ground truth, and a new dimension would change
+        # the trials every earlier trm study drew.
+        "score": HParam(
+            "leep",
+            "the map: leep or nce of the source model (docs/design.md §Transferability estimators), or oracle, the "
+            "dataset's ground-truth risk R as e = 1 - R",
+            SCORES,
+        ),
         # Default "location": the authors' own map (Tan et al., ICIP 2023 code; docs/trm-study.md).
         "granularity": HParam(
             "location",
@@ -97,6 +119,8 @@ class TransferRiskMap(Method):
         ),
     }
 
+    key_stable_defaults = {"score": "leep"}  # added after the first release: existing trm keys stay
+
     def __init__(self, **params: Any) -> None:
         super().__init__(**params)
         stride = self.params["stride"]
@@ -110,14 +134,28 @@ class TransferRiskMap(Method):
         if not isinstance(train_data, SliceDataset):
             raise MethodConfigError("method 'trm' needs a SliceDataset to attach its maps to")
         super().prepare(run)
-        weights, self.scores = self._maps(source_model, train_data, target_model.num_classes, device)
+        risk = self._oracle_risk(train_data, run.dataset) if self.params["score"] == "oracle" else None
+        weights, self.scores = self._maps(source_model, train_data, target_model.num_classes, device, risk)
         train_data.attach(WEIGHT_KEY, weights)
 
+    @staticmethod
+    def _oracle_risk(data: SliceDataset, dataset: str) -> np.ndarray:
+        """The training slices' ground-truth risk maps (N, H, W) in [0, 1], attached as ``RISK_KEY``."""
+        risk = data.maps.get(RISK_KEY)
+        if risk is None:
+            name = dataset or "the training set"
+            need = "trm.score=oracle needs a dataset with ground-truth risk maps (brainsim dial transfers)"
+            raise MethodConfigError(f"{need}; {name} has none")
+        risk = np.asarray(risk, dtype=np.float64)
+        if not np.all((risk >= 0) & (risk <= 1)):
+            raise MethodConfigError(f"trm.score=oracle: the {RISK_KEY!r} maps must lie in [0, 1] (no NaN)")
+        return risk
+
     def _maps(
-        self, source: nn.Module, data: SliceDataset, num_classes: int, device: torch.device
+        self, source: nn.Module, data: SliceDataset, num_classes: int, device: torch.device, risk: np.ndarray | None
     ) -> tuple[np.ndarray, dict[str, float]]:
         """Weight maps and scores, cached beside the slice cache by source weights, slices and params."""
-        path = self._cache_path(source, data)
+        path = self._cache_path(source, data, risk)
         if path is not None and path.exists():
             with np.load(path) as f:
                 return f["weights"], {"leep": float(f["leep"]), "nce": float(f["nce"])}
@@ -129,27 +167,48 @@ class TransferRiskMap(Method):
         weights, leep = compute_risk_maps(source, loader, leep_conditional(joint), **shaping, device=device)
         if p["granularity"] == "location":
             try:
-                leep_map = compute_location_map(source, loader, num_classes, p["stride"], device)
+                window_map = self._window_map(source, plain, num_classes, device, risk)
             except ValueError as exc:  # a stride larger than the slices
                 raise MethodConfigError(f"method 'trm': {exc}") from None
             # the same W = exp(-LEEP_window) map for every training slice (Tan et al., ICIP 2023)
-            one = location_weights(leep_map.cpu(), tuple(weights.shape[1:]), p["stride"], **shaping)
+            one = location_weights(window_map, tuple(weights.shape[1:]), p["stride"], **shaping)
             weights = np.broadcast_to(one.numpy().astype(np.float16), weights.shape).copy()
+        elif p["score"] == "nce":  # e = P(y|z) at the pixel's hard prediction: LEEP's e of one-hot probabilities
+            cond = leep_conditional(nce_counts.double())
+            weights, _ = compute_risk_maps(source, loader, cond, **shaping, device=device, hard=True)
+        elif risk is not None:
+            weights = weights_from_e(torch.from_numpy(1 - risk), **shaping).numpy().astype(np.float16)
         scores = {"leep": float(leep), "nce": float(nce_from_counts(nce_counts))}
         if path is not None:
             with atomic_write(path) as fh:
                 np.savez(fh, weights=weights, **scores)
         return weights, scores
 
-    def _cache_path(self, source: nn.Module, data: SliceDataset) -> Path | None:
+    def _window_map(
+        self, source: nn.Module, data: SliceDataset, num_classes: int, device: torch.device, risk: np.ndarray | None
+    ) -> torch.Tensor:
+        """(H // stride, W // stride) map on LEEP's scale: the estimator ``score``'s location map, or for the oracle
+        log(1 - mean R) over each window's pooled pixels (a mean of log(1 - R) is -inf wherever R = 1)."""
+        stride = self.params["stride"]
+        if risk is not None:
+            return torch.log((1 - window_mean(torch.from_numpy(risk), stride)).clamp_min(EPS))
+        score = self.params["score"]
+        maps = estimate_maps(source, data, [score], stride=stride, num_classes=num_classes, device=device)
+        return torch.from_numpy(maps[score])
+
+    def _cache_path(self, source: nn.Module, data: SliceDataset, risk: np.ndarray | None) -> Path | None:
         cache_dir = self.run.cache_dir if self.run else None
         if cache_dir is None:
             return None
-        h = hashlib.sha1(repr(sorted(self.params.items())).encode())
+        stable = self.key_stable_defaults
+        params = {k: v for k, v in self.params.items() if k not in stable or stable[k] != v}  # as in the cell key
+        h = hashlib.sha1(repr(sorted(params.items())).encode())
         for tensor in source.state_dict().values():
             h.update(tensor.detach().cpu().numpy().tobytes())
         h.update(data.slices.images.tobytes())
         h.update(data.slices.labels.tobytes())
+        if risk is not None:
+            h.update(risk.tobytes())
         return Path(cache_dir) / "riskmaps" / f"{h.hexdigest()[:20]}.npz"
 
     def loss(self, batch: dict[str, torch.Tensor], logits: torch.Tensor, target_model: nn.Module) -> torch.Tensor:
