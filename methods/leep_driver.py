@@ -54,7 +54,7 @@ def batches(
         logits = model.head(feats) if features else model(images)
         probs = torch.softmax(logits.float(), 1)  # docs/design.md §TRM: theta = softmax(f_s(x))
         if hard:
-            probs = F.one_hot(probs.argmax(1), probs.shape[1]).movedim(-1, 1).float()
+            probs = F.one_hot(K.hard(probs), probs.shape[1]).movedim(-1, 1).float()
         labels = batch["label"].to(device, non_blocking=True)
         T._check_shapes(probs, labels, num_classes)
         seen.update(labels)
@@ -91,7 +91,7 @@ def compute_joint(
             joint = torch.zeros(num_classes, x.shape[1], dtype=torch.float64, device=device)
             counts = torch.zeros(num_classes, x.shape[1], dtype=torch.int64, device=device)
         joint += K.joint(x, lab, num_classes, fused)
-        counts += T.nce_counts(x.argmax(1), lab, x.shape[1], num_classes, validate=False)
+        counts += T.nce_counts(K.hard(x), lab, x.shape[1], num_classes, validate=False)
     seen.check(num_classes)
     return joint, counts
 

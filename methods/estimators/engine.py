@@ -139,11 +139,11 @@ class Gatherer:
         if "joint" in needs:  # docs/design.md §TRM: J[y, z] = sum_p theta_p[z] [y_p = y]
             ev.joint = _add(ev.joint, K.joint(x, lab, c, False))
         if "counts" in needs:
-            ev.counts = _add(ev.counts, T.nce_counts(x.argmax(1), lab, x.shape[1], c, validate=False))
+            ev.counts = _add(ev.counts, T.nce_counts(K.hard(x), lab, x.shape[1], c, validate=False))
         if "window_joint" in needs:
             ev.window_joint = _add(ev.window_joint, T.location_joint(probs, labels, c, self.stride, validate=False))
         if "window_counts" in needs:
-            part = T.location_counts(probs.argmax(1), labels, probs.shape[1], c, self.stride, validate=False)
+            part = T.location_counts(K.hard(probs), labels, probs.shape[1], c, self.stride, validate=False)
             ev.window_counts = _add(ev.window_counts, part)
         if self.stride is not None:
             ev.window_pixels += labels.shape[0] * self.stride * self.stride
