@@ -68,13 +68,14 @@ class TransferRiskMap(Method):
     pixel, on the CE term."""
 
     hparams = {
-        # Not searched by tuning: oracle is a control that needs ground truth, and a new dimension would change
-        # the trials every earlier trm study drew.
+        # Tuning keeps leep (a single-choice space draws nothing): nce is another estimator, oracle a control that
+        # needs ground truth.
         "score": HParam(
             "leep",
             "the map: leep or nce of the source model (docs/design.md §Transferability estimators), or oracle, the "
             "dataset's ground-truth risk R as e = 1 - R",
             SCORES,
+            Space("choice", choices=("leep",)),
         ),
         # Default "location": the authors' own map (Tan et al., ICIP 2023 code; docs/trm-study.md).
         "granularity": HParam(

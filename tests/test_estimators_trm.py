@@ -26,7 +26,7 @@ def _cell(**params) -> Cell:
 def test_score_choices_are_the_map_estimators_and_the_oracle():
     assert SCORES == (*map_names(), "oracle")
     assert METHODS.get("trm")().params["score"] == "leep"
-    assert METHODS.get("trm").hparams["score"].space is None  # never tuned
+    assert METHODS.get("trm").hparams["score"].space.choices == ("leep",)  # tuning keeps the default
     with pytest.raises(MethodConfigError, match="score"):
         METHODS.get("trm")(score="logme")  # global only: no map
 

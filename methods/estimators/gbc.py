@@ -19,7 +19,7 @@ class GBC(FeatureEstimator):
 
     def of_features(self, features: Tensor, labels: Tensor) -> float:
         classes = class_ids(labels)
-        # Pándy et al. 2022, sec. 3, eq. (1): per class c, N(mu_c, diag(sigma_c^2)) from its samples
+        # Pándy et al. 2022, CVPR, eq. (1): per class c, N(mu_c, diag(sigma_c^2)) from its samples
         mu = torch.stack([features[labels == c].mean(0) for c in classes])
         var = torch.stack([features[labels == c].var(0, correction=0) for c in classes]).clamp_min(VARIANCE_FLOOR)
         mean_var = (var[:, None] + var[None, :]) / 2  # (C, C, D): sigma = (sigma_i + sigma_j) / 2

@@ -29,5 +29,5 @@ class HScore(FeatureEstimator):
     learning"): tr(cov(f)^+ cov(E[f|y])), sample covariances, as tllib's ``h_score``."""
 
     def of_features(self, features: Tensor, labels: Tensor) -> float:
-        # Bao et al. 2019, sec. 3, H(f) = tr(cov(f)^-1 cov(E_{P_X|Y}[f(X)|Y])), pseudo-inverse as tllib
+        # Bao et al. 2019, the H-score: H(f) = tr(cov(f)^-1 cov(E_{P_X|Y}[f(X)|Y])), pseudo-inverse as tllib h_score
         return trace_pinv_product(torch.cov(features.T), torch.cov(class_means(features, labels).T))

@@ -16,7 +16,7 @@ def _evidence(y: Tensor, f: Tensor, s: Tensor, v: Tensor, tmp: Tensor) -> float:
     n, d = f.shape
     alpha, beta = 1.0, 1.0
     lam = alpha / beta
-    # You et al., ICML 2021, "LogME: practical assessment of pre-trained models for transfer learning", alg. 2
+    # You et al., ICML 2021, LogME, its algorithm: fixed point of alpha, beta (as tllib's each_evidence)
     for _ in range(11):
         gamma = (s / (s + lam)).sum().item()
         m = v @ (tmp * beta / (alpha + beta * s))
@@ -28,7 +28,7 @@ def _evidence(y: Tensor, f: Tensor, s: Tensor, v: Tensor, tmp: Tensor) -> float:
         if abs(new_lam - lam) / lam < 0.01:
             break
         lam = new_lam
-    # ibid., eq. (2): log p(y | F, alpha, beta) at the fixed point, divided by n
+    # ibid., the evidence log p(y | F, alpha, beta) at the fixed point, divided by n (as tllib's each_evidence)
     evidence = (
         d / 2 * math.log(alpha)
         + n / 2 * math.log(beta)

@@ -16,8 +16,8 @@ def ledoit_wolf(features: Tensor) -> tuple[Tensor, float]:
     if d == 1:  # one feature: every shrinkage gives the same estimate
         return cov, 0.0
     mu = torch.trace(cov) / d
-    # Ledoit & Wolf 2004, J. Multivariate Anal., "A well-conditioned estimator for large-dimensional covariance
-    # matrices", sec. 3.3, lemma 3.4 estimators b^2, d^2 (in scikit-learn's form, ledoit_wolf_shrinkage)
+    # Ledoit & Wolf 2004, J. Multivariate Anal. 88, "A well-conditioned estimator for large-dimensional covariance
+    # matrices": sample estimates of the optimal shrinkage b^2 / d^2, in scikit-learn's form (ledoit_wolf_shrinkage)
     squares = features**2
     beta = ((squares.T @ squares).sum() / n - (cov**2).sum()) / (d * n)
     delta = ((cov**2).sum() - 2 * mu * torch.diagonal(cov).sum() + d * mu**2) / d
@@ -35,5 +35,5 @@ class ShrinkageHScore(FeatureEstimator):
     def of_features(self, features: Tensor, labels: Tensor) -> float:
         centred = features - features.mean(0, keepdim=True)
         cov_alpha, alpha = ledoit_wolf(centred)
-        # Ibrahim et al. 2022, sec. 4, H_alpha = tr(cov_alpha(f)^-1 (1 - alpha) cov(E[f|y])), as tllib
+        # Ibrahim et al. 2022, shrinkage H-score: tr(cov_alpha(f)^-1 (1 - alpha) cov(E[f|y])) (tllib)
         return trace_pinv_product(cov_alpha, (1 - alpha) * torch.cov(class_means(centred, labels).T))

@@ -14,7 +14,7 @@ def coding_rate(features: Tensor, eps: float = DISTORTION) -> Tensor:
     """R(f, eps) = 1/2 log det(I + f^T f / (n eps)) of features (n, D)."""
     n, d = features.shape
     eye = torch.eye(d, dtype=features.dtype, device=features.device)
-    # Huang et al., ICML 2022, "Frustratingly easy transferability estimation", sec. 3, eq. (2) (rate distortion)
+    # Huang et al., ICML 2022, "Frustratingly easy transferability estimation": coding rate R(Z, eps), tllib
     return 0.5 * torch.linalg.slogdet(eye + features.T @ features / (n * eps)).logabsdet
 
 
@@ -27,6 +27,6 @@ class TransRate(FeatureEstimator):
     def of_features(self, features: Tensor, labels: Tensor) -> float:
         centred = features - features.mean(0, keepdim=True)
         classes = class_ids(labels)
-        # Huang et al. 2022, sec. 3, eq. (4): TrR = R(f, eps) - R(f, eps | y), R(f|y) = mean_c R(f_c) as tllib
+        # Huang et al. 2022, TransRate: TrR = R(f, eps) - R(f, eps | y), R(f|y) = mean R(f_c) (tllib transrate)
         per_class = sum(coding_rate(centred[labels == c]) for c in classes) / len(classes)
         return (coding_rate(centred) - per_class).item()
