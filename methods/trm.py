@@ -171,7 +171,7 @@ class TransferRiskMap(Method):
                 window_map = self._window_map(source, plain, num_classes, device, risk)
             except ValueError as exc:  # a stride larger than the slices
                 raise MethodConfigError(f"method 'trm': {exc}") from None
-            # the same W = exp(-LEEP_window) map for every training slice (Tan et al., ICIP 2023)
+            # one map for every training slice, W = exp(-LEEP_window) by default (Tan et al., ICIP 2023)
             one = location_weights(window_map, tuple(weights.shape[1:]), p["stride"], **shaping)
             weights = np.broadcast_to(one.numpy().astype(np.float16), weights.shape).copy()
         elif p["score"] == "nce":  # e = P(y|z) at the pixel's hard prediction: LEEP's e of one-hot probabilities
