@@ -107,7 +107,8 @@ def fine_tune(
             cell.backbone, 1, task.num_classes, cell.checkpoint or None, size=cell.budget.size, scratch=True
         )
     target.to(device)
-    run = RunContext(source, target, train_set, device, cell.budget.target_steps, cell.seed, cache_dir, cell.dataset)
+    risk = data.risk(resolved.source, task, resolved.train_ids) if method.needs_risk_maps() else None
+    run = RunContext(source, target, train_set, device, cell.budget.target_steps, cell.seed, cache_dir, risk)
     method.prepare(run)
     train(
         target,

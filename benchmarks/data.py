@@ -44,6 +44,11 @@ class OpenDataset:
     def slices(self, task: Task, ids: list[str]) -> SliceSet:
         return load_slices(self.cached, ids, task, self.adapter.regions)
 
+    def has_risk(self, source: Task, target: Task) -> bool:
+        """Whether the dataset knows the ground-truth risk of this transfer (asked of one of its subjects)."""
+        subjects = self.adapter.task_subjects(target)
+        return bool(subjects) and self.adapter.risk_map(subjects[0], source, target) is not None
+
     def risk(self, source: Task, target: Task, ids: list[str]) -> np.ndarray | None:
         """Ground-truth risk maps (N, H, W) aligned with ``slices(target, ids)``; None where the dataset has none."""
         subjects = {s.id: s for s in self.adapter.subjects()}

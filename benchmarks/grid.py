@@ -110,19 +110,28 @@ def build_cells(suite: Suite, params: dict[str, dict], data: OpenDataset, checkp
 
 
 def check_methods(cells: list[Cell], model: object, data: OpenDataset) -> None:
-    """Each (method, parameters, target task) of the grid passes ``Method.check`` before any work starts.
+    """Each (method, parameters, transfer) of the grid passes ``Method.check`` before any work starts.
 
-    An impossible pair (e.g. freezing an encoder the backbone does not declare) is a one-line
-    ``MethodConfigError`` here, never a trained source model followed by a failed cell.
+    An impossible pair (e.g. freezing an encoder the backbone does not declare, or the trm oracle on a
+    transfer without ground-truth risk maps) is a one-line ``MethodConfigError`` here, never a trained
+    source model followed by a failed cell.
     """
-    from methods import METHODS
+    from methods import METHODS, MethodConfigError
 
-    seen: set[tuple[str, str, str]] = set()
+    seen: set[tuple[str, str, str, str]] = set()
     for cell in cells:
-        key = (cell.method, json.dumps(cell.method_params, sort_keys=True), cell.target_task)
-        if key not in seen:
-            seen.add(key)
-            METHODS.get(cell.method)(**cell.method_params).check(model, data.task(cell.target_task))
+        key = (cell.method, json.dumps(cell.method_params, sort_keys=True), cell.source_task, cell.target_task)
+        if key in seen:
+            continue
+        seen.add(key)
+        method = METHODS.get(cell.method)(**cell.method_params)
+        target = data.task(cell.target_task)
+        method.check(model, target)
+        if method.needs_risk_maps() and not data.has_risk(data.task(cell.source_task), target):
+            raise MethodConfigError(
+                f"method {cell.method!r} with {cell.method_params} needs ground-truth risk maps, and dataset "
+                f"{data.name!r} has none for {cell.source_task} -> {cell.target_task} (brainsim dial transfers have)"
+            )
 
 
 def cell_identity(data: OpenDataset, checkpoint: Path | None) -> dict[str, str]:

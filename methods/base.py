@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -28,7 +29,9 @@ class RunContext:
     total_steps: int = 0
     seed: int = 0
     cache_dir: Path | None = None  # where one-off work (e.g. TRM maps) may be cached
-    dataset: str = ""  # the dataset's registered name, for messages
+    # Ground-truth risk maps (N, H, W) in [0, 1] of the training slices, given when the method asks for them
+    # (``needs_risk_maps``); the grid refuses such a method where the dataset has none (docs/design.md §Testbed).
+    risk_maps: np.ndarray | None = None
     optimizer: torch.optim.Optimizer | None = None  # set by the training loop once it is built
 
 
@@ -147,6 +150,10 @@ class Method:
                 raise MethodConfigError(
                     f"method {self.name!r} needs a backbone that declares {attr!r}; {type(model).__name__} does not"
                 )
+
+    def needs_risk_maps(self) -> bool:
+        """True when ``prepare`` reads ``run.risk_maps`` (the trm oracle control); the grid checks the data has them."""
+        return False
 
     def prepare(self, run: RunContext) -> None:
         """One-off work before fine-tuning (snapshot weights, compute maps, ...); keeps ``run``."""

@@ -28,9 +28,6 @@ from methods.transferability import (
 )
 
 WEIGHT_KEY = "trm_weight"
-# Ground-truth risk maps (N, H, W) in [0, 1] of the training slices, attached to the training set under this name
-# by datasets that know them (brainsim dial transfers); trm score=oracle weights by them.
-RISK_KEY = "risk"
 # What weights the loss: the map-capable estimators (methods.estimators.map_names()) or the ground truth.
 SCORES = ("leep", "nce", "oracle")
 
@@ -135,21 +132,21 @@ class TransferRiskMap(Method):
         if not isinstance(train_data, SliceDataset):
             raise MethodConfigError("method 'trm' needs a SliceDataset to attach its maps to")
         super().prepare(run)
-        risk = self._oracle_risk(train_data, run.dataset) if self.params["score"] == "oracle" else None
+        risk = self._oracle_risk(run.risk_maps) if self.needs_risk_maps() else None
         weights, self.scores = self._maps(source_model, train_data, target_model.num_classes, device, risk)
         train_data.attach(WEIGHT_KEY, weights)
 
+    def needs_risk_maps(self) -> bool:
+        return self.params["score"] == "oracle"
+
     @staticmethod
-    def _oracle_risk(data: SliceDataset, dataset: str) -> np.ndarray:
-        """The training slices' ground-truth risk maps (N, H, W) in [0, 1], attached as ``RISK_KEY``."""
-        risk = data.maps.get(RISK_KEY)
+    def _oracle_risk(risk: np.ndarray | None) -> np.ndarray:
+        """The training slices' ground-truth risk maps (N, H, W) in [0, 1], as the runner gave them."""
         if risk is None:
-            name = dataset or "the training set"
-            need = "trm.score=oracle needs a dataset with ground-truth risk maps (brainsim dial transfers)"
-            raise MethodConfigError(f"{need}; {name} has none")
+            raise MethodConfigError("trm.score=oracle needs ground-truth risk maps (brainsim dial transfers)")
         risk = np.asarray(risk, dtype=np.float64)
         if not np.all((risk >= 0) & (risk <= 1)):
-            raise MethodConfigError(f"trm.score=oracle: the {RISK_KEY!r} maps must lie in [0, 1] (no NaN)")
+            raise MethodConfigError("trm.score=oracle: the risk maps must lie in [0, 1] (no NaN)")
         return risk
 
     def _maps(

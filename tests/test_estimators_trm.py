@@ -14,7 +14,7 @@ from methods import METHODS
 from methods.base import MethodConfigError, RunContext
 from methods.estimators import estimate_maps, map_names
 from methods.transferability import INVERSE_FLOOR, expand_windows, location_weights
-from methods.trm import RISK_KEY, SCORES, WEIGHT_KEY
+from methods.trm import SCORES, WEIGHT_KEY
 
 CPU = torch.device("cpu")
 
@@ -69,9 +69,9 @@ def _model(k: int):
     return build_backbone("unet", 1, k).eval().requires_grad_(False)
 
 
-def _prepare(data: SliceDataset, dataset: str = "", k: int = 3, **params) -> np.ndarray:
+def _prepare(data: SliceDataset, risk: np.ndarray | None = None, k: int = 3, **params) -> np.ndarray:
     trm = METHODS.get("trm")(**params)
-    trm.prepare(RunContext(_model(k), _model(2), data, CPU, dataset=dataset))
+    trm.prepare(RunContext(_model(k), _model(2), data, CPU, risk_maps=risk))
     assert set(trm.result_columns()) == {"leep", "nce"}
     return data.maps[WEIGHT_KEY].astype(np.float64)
 
@@ -99,14 +99,14 @@ def test_nce_pixel_weights_are_inverse_conditional_at_the_hard_prediction():
 
 
 def test_oracle_without_risk_maps_is_a_one_line_config_error():
-    message = "trm.score=oracle needs a dataset with ground-truth risk maps (brainsim dial transfers); phantom has none"
+    message = "trm.score=oracle needs ground-truth risk maps (brainsim dial transfers)"
     with pytest.raises(MethodConfigError) as info:
-        _prepare(SliceDataset(_slices()), dataset="phantom", score="oracle")
+        _prepare(SliceDataset(_slices()), score="oracle")
     assert str(info.value) == message
+    assert METHODS.get("trm")(score="oracle").needs_risk_maps() and not METHODS.get("trm")().needs_risk_maps()
     bad = SliceDataset(_slices())
-    bad.attach(RISK_KEY, np.full(bad.slices.labels.shape, 1.5, np.float32))
     with pytest.raises(MethodConfigError, match=r"must lie in \[0, 1\]"):
-        _prepare(bad, score="oracle")
+        _prepare(bad, np.full(bad.slices.labels.shape, 1.5, np.float32), score="oracle")
 
 
 def test_oracle_weights_follow_the_same_rule_from_e_equal_one_minus_risk():
@@ -114,16 +114,12 @@ def test_oracle_weights_follow_the_same_rule_from_e_equal_one_minus_risk():
     risk = np.zeros(slices.labels.shape, np.float32)
     risk[:, 4:12, 4:8] = 1.0  # whole windows at risk
     risk[:3, 20:22, 20:24] = 1.0  # half of a window in half of the slices: mean risk 1/4
-    data = SliceDataset(slices)
-    data.attach(RISK_KEY, risk)
-    weights = _prepare(data, score="oracle", stride=4)
+    weights = _prepare(SliceDataset(slices), risk, score="oracle", stride=4)
     window_risk = torch.from_numpy(risk).double().reshape(6, 8, 4, 8, 4).mean((0, 2, 4))
     expected = expand_windows(1 / (1 - window_risk).clamp(INVERSE_FLOOR, 1), (32, 32), 4).numpy()
     np.testing.assert_allclose(weights[0], expected, rtol=2e-3)
     assert weights[0, 5, 5] == pytest.approx(1 / INVERSE_FLOOR, rel=2e-3) and weights[0, 21, 21] == pytest.approx(
         4 / 3, rel=2e-3
     )
-    pixel = SliceDataset(slices)
-    pixel.attach(RISK_KEY, risk * 0.5)
-    got = _prepare(pixel, score="oracle", granularity="pixel", weighting="linear", alpha=2.0)
+    got = _prepare(SliceDataset(slices), risk * 0.5, score="oracle", granularity="pixel", weighting="linear", alpha=2.0)
     np.testing.assert_allclose(got, 1 + 2.0 * risk * 0.5, rtol=2e-3)  # W = 1 + alpha R, R = 1 - e

@@ -188,3 +188,33 @@ def test_existing_set_refuses_generation_options(small: Path) -> None:
     raw = np.array([0, 1 + 10, 2 + 10 * 101, 4 + 10 * 60])
     sim = BrainSim(_root(small))
     np.testing.assert_array_equal(map_labels(raw, sim.parse_task("*-t1ce-TC"), sim.regions), [0, 1, 0, 1])
+
+
+def test_trm_oracle_gets_the_transfer_risk_and_is_refused_without_it(small: Path, tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    import torch
+
+    from benchmarks.cell import fine_tune
+    from benchmarks.config import Budget
+    from benchmarks.grid import build_cells
+    from benchmarks.suite import Suite
+    from methods import MethodConfigError
+    from methods.trm import WEIGHT_KEY
+
+    data = open_dataset("brainsim", None, SMALL, small, 32, 0)
+    budget = Budget(source_steps=2, target_steps=2, size=32)
+    suite = Suite("t", "brainsim", [("*-t1ce-LC50", "*-t1ce-TC")], ["trm"], few_shot=[1], budget=budget)
+    suite.dataset_options = SMALL
+    oracle = {"trm": {"score": "oracle", "granularity": "pixel"}}
+    (cell,) = build_cells(suite, oracle, data)
+    target, _, method = fine_tune(replace(cell), data, tmp_path, torch.device("cpu"))
+    ids = data.train_ids(data.task("*-t1ce-TC"), 1, 0)
+    risk = data.risk(data.task("*-t1ce-LC50"), data.task("*-t1ce-TC"), ids)
+    assert risk.any()
+    np.testing.assert_allclose(method.run.risk_maps, risk)
+    weights = method.run.train_data.maps[WEIGHT_KEY].astype(np.float64)
+    assert (weights[risk > 0] > weights[risk == 0].max()).all()  # inverse weighting: the risky pixels weigh more
+    suite.transfers = [("*-t1-WT", "*-t1ce-TC")]
+    with pytest.raises(MethodConfigError, match="needs ground-truth risk maps, and dataset 'brainsim' has none"):
+        build_cells(suite, oracle, data)
