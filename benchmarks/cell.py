@@ -16,6 +16,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 
+from benchmarks import progress
 from benchmarks.backbones import SegModel, build_backbone, is_nnunet_checkpoint
 from benchmarks.config import Cell, transfer_type
 from benchmarks.core.options import fractions_text
@@ -23,6 +24,7 @@ from benchmarks.data import OpenDataset
 from benchmarks.metrics import dice_hd95
 from benchmarks.sources import source_model
 from benchmarks.store import Store
+from benchmarks.threads import wait_policy
 from benchmarks.train import predict, seed_all, train
 from datasets.base import DataError, Task
 from datasets.slices import SliceDataset, assemble_volume
@@ -74,6 +76,7 @@ def resolve(cell: Cell, data: OpenDataset) -> CellData:
 def _evaluate(model: torch.nn.Module, data: OpenDataset, resolved: CellData, device: torch.device) -> list[dict]:
     """Dice/HD95 per subject of the cell's split and region, on the re-assembled 3D volume."""
     rows = []
+    progress.begin("prediction", len(resolved.eval_ids))
     for sid in resolved.eval_ids:
         slices = data.slices(resolved.target, [sid])
         pred = assemble_volume(slices, sid, predict(model, slices, device))
@@ -81,6 +84,7 @@ def _evaluate(model: torch.nn.Module, data: OpenDataset, resolved: CellData, dev
         for cls, region in enumerate(resolved.target.regions, start=1):
             dice, hd = dice_hd95(pred == cls, truth == cls, slices.spacing[sid])
             rows.append({"subject_id": sid, "region": region, "dice": dice, "hd95": hd})
+        progress.tick()
     return rows
 
 
@@ -109,6 +113,7 @@ def fine_tune(
     target.to(device)
     risk = data.risk(resolved.source, task, resolved.train_ids) if method.needs_risk_maps() else None
     run = RunContext(source, target, train_set, device, cell.budget.target_steps, cell.seed, cache_dir, risk)
+    progress.begin("fine-tuning", cell.budget.target_steps)  # a method's preparation (TRM's maps) included
     method.prepare(run)
     train(
         target,
@@ -181,7 +186,8 @@ def setting_columns(cell: Cell) -> dict:
         "split_fractions": fractions_text(cell.split_fractions),
         "dataset_options": json.dumps(cell.dataset_options, sort_keys=True),
         "data_fingerprint": cell.fingerprint,
-        "threads": torch.get_num_threads(),
+        "threads": cell.threads,
+        "omp_wait": wait_policy(),
         "amp": budget.amp,
         "compile": budget.compile,
         "smoke": budget.smoke,
@@ -198,10 +204,12 @@ def run_cell(cell: Cell, data: OpenDataset, store: Store, cache_dir: Path, devic
     """Run one cell and write its rows; a failure is stored as one ``failed`` row with its traceback.
 
     Failures include a diverged loss (``TrainingDiverged``) and running out of memory
-    (``torch.OutOfMemoryError``): the reason is the first line of the ``error`` column.
+    (``torch.OutOfMemoryError``): the reason is the first line of the ``error`` column. Torch runs
+    ``cell.threads`` intra-op threads.
     """
     start = time.time()
     has_groups = data.adapter.has_groups
+    torch.set_num_threads(cell.threads)  # part of the key: CPU numbers depend on it bitwise
     try:
         rows, extra = _fine_tune(cell, data, cache_dir, device)
         frame = cell_frame(cell, has_groups, rows, extra, "ok", "", str(device), time.time() - start)

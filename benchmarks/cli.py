@@ -22,7 +22,9 @@ from benchmarks.grid import UsageError, dataset_options
 if TYPE_CHECKING:  # heavy (torch, MONAI): imported in main only once the options are valid
     import torch
 
+    from benchmarks.config import Cell
     from benchmarks.executors import Executor
+    from benchmarks.store import Store
     from benchmarks.suite import Suite
 
 SLURM_TIME_MIN = 60
@@ -94,9 +96,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--jobs",
         type=int,
-        default=1,
         help="cells at once on this machine (--executor local worker processes, or the CPUs of a "
-        "local Ray cluster) and preprocessing processes (default: 1, in this process)",
+        "local Ray cluster) and preprocessing processes (default: on the CPU, the CPUs this job was given "
+        "divided by --threads; on a GPU 1; 1 runs the cells in this process)",
     )
     p.add_argument(
         "--cells-per-device",
@@ -110,8 +112,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--threads",
         type=int,
         metavar="N",
-        help="torch threads per cell (default: OMP_NUM_THREADS, else the CPUs this job was given - affinity, "
-        "SLURM_CPUS_PER_TASK - divided among the cells running at once); recorded in the store",
+        help="torch threads per cell (default: --slurm-cpus or --ray-cpus with those executors, else "
+        "OMP_NUM_THREADS, else 1); a setting: CPU numbers depend on it, so it enters the cell key when not 1",
     )
     p.add_argument(
         "--amp",
@@ -248,7 +250,7 @@ def check_executor_options(args: argparse.Namespace) -> None:
         raise UsageError(
             f"--executor {args.executor}: {package} is not installed (pip install 'ntbench[{args.executor}]')"
         )
-    if args.cells_per_device > 1 and (args.executor != "local" or args.jobs > 1):
+    if args.cells_per_device > 1 and (args.executor != "local" or (args.jobs or 1) > 1):
         raise UsageError(
             "--cells-per-device runs local worker processes: give it with --executor local, without --jobs"
         )
@@ -316,9 +318,49 @@ def local_devices(device: torch.device, jobs: int) -> list[str]:
     return [str(device)] * jobs
 
 
+def cell_threads(args: argparse.Namespace) -> int:
+    """Torch threads of every cell of the run: --threads, else the CPUs of a SLURM or Ray task (--slurm-cpus,
+    --ray-cpus), else OMP_NUM_THREADS, else 1 (``benchmarks.threads``)."""
+    from benchmarks.threads import threads_per_cell
+
+    return threads_per_cell(args.threads or {"slurm": args.slurm_cpus, "ray": args.ray_cpus}.get(args.executor) or 0)
+
+
+def workers_find(suite: Suite) -> bool:
+    """Whether a spawned worker finds the suite's methods, backbone and dataset: built in, or an entry-point plugin.
+
+    A name registered in this process only (a notebook, a test) is not found there: such a grid runs here.
+    """
+    from importlib.metadata import entry_points
+
+    from benchmarks.backbones import BACKBONES
+    from datasets.base import DATASETS
+    from methods import METHODS
+
+    for registry, names in ((METHODS, suite.methods), (BACKBONES, [suite.backbone]), (DATASETS, [suite.dataset])):
+        plugins = {ep.module for ep in entry_points(group=registry.entry_point_group)}
+        for name in names:
+            module = registry.get(name).__module__
+            if module.split(".")[0] not in ("benchmarks", "datasets", "methods") and module not in plugins:
+                return False
+    return True
+
+
+def jobs(args: argparse.Namespace, suite: Suite | None = None) -> int:
+    """--jobs, else for local CPU cells and Ray's local cluster the CPUs this job was given, ``cell_threads`` per
+    cell (cells side by side), else 1 (a GPU, --cells-per-device, SLURM, a ``suite`` workers cannot run)."""
+    from benchmarks.threads import default_jobs
+
+    if args.jobs:
+        return args.jobs
+    if args.executor == "ray":
+        return default_jobs(cell_threads(args))
+    local_cpu = args.executor == "local" and args.cells_per_device == 1 and resolve_device(args.device).type == "cpu"
+    return default_jobs(cell_threads(args)) if local_cpu and (suite is None or workers_find(suite)) else 1
+
+
 def make_executor(args: argparse.Namespace) -> Executor:
     from benchmarks.executors import InProcess, LocalPool, RayTasks, Slurm, pool_devices
-    from benchmarks.threads import threads_per_cell
 
     if args.executor == "slurm":
         device = "cuda" if args.slurm_gpus and args.device != "cpu" else "cpu"
@@ -327,17 +369,14 @@ def make_executor(args: argparse.Namespace) -> Executor:
             args.slurm_cluster or "slurm",
             slurm_parameters(args),
             device,
-            args.threads or args.slurm_cpus or 0,
         )
     if args.executor == "ray":
-        return RayTasks(args.ray_address, args.jobs, args.ray_cpus or 1, args.device, args.threads or 0)
-    device = resolve_device(args.device)
-    if args.jobs == 1 and args.cells_per_device == 1:
-        return InProcess(str(device), args.threads or 0)
-    devices = (
-        pool_devices(device, args.cells_per_device) if args.cells_per_device > 1 else local_devices(device, args.jobs)
-    )
-    return LocalPool(devices, threads_per_cell(len(devices), args.threads or 0))
+        return RayTasks(args.ray_address, jobs(args), args.ray_cpus or 1, args.device)
+    device, n = resolve_device(args.device), jobs(args)
+    if n == 1 and args.cells_per_device == 1:
+        return InProcess(str(device))
+    devices = pool_devices(device, args.cells_per_device) if args.cells_per_device > 1 else local_devices(device, n)
+    return LocalPool(devices, cell_threads(args))
 
 
 def start_estimate(args: argparse.Namespace, suite: Suite, todo: list, data: Any) -> float | None:
@@ -359,6 +398,27 @@ def start_estimate(args: argparse.Namespace, suite: Suite, todo: list, data: Any
     share = f"; {workers} cells at once: about {seconds / workers / 60:.1f} min of wall time" if workers > 1 else ""
     print(f"estimate: {text}{share}", file=sys.stderr, flush=True)
     return seconds / workers
+
+
+def repair_store(store: Store, cells: list[Cell], dry_run: bool) -> None:
+    """One line per damaged cell file, moved aside (``Store.set_aside``), and per cell of the grid whose rows
+    were computed with another thread count, moved to that count's key (``Store.rekey``): either cell is then
+    not done. A dry run only says what the run will do."""
+    will = "the run will move" if dry_run else "moved"
+    for path, why in store.damaged():
+        done = "the run will move it aside" if dry_run else f"moved aside to {store.set_aside(path).name}"
+        print(f"damaged cell file {path}: {why}; {done}, its cell counts as not done", file=sys.stderr)
+    for cell in cells:
+        recorded = store.recorded_threads(cell.key)
+        if recorded in (None, cell.threads):
+            continue
+        other = replace(cell, threads=recorded).key
+        where = other if dry_run else store.rekey(cell.key, other).name
+        print(
+            f"cell {cell.key} holds rows computed with {recorded} torch threads: {will} them to {where} "
+            f"(the key of --threads {recorded}) and recompute it with {cell.threads}",
+            file=sys.stderr,
+        )
 
 
 def list_methods() -> str:
@@ -427,6 +487,8 @@ def run(args: argparse.Namespace) -> int:
     The grid is validated against the dataset read-only (``plan.peek_dataset``) before anything is
     generated, preprocessed or written; ``--dry-run`` stops there.
     """
+    import torch
+
     from benchmarks.backbones import BackboneError
     from benchmarks.core.registry import UnknownNameError
     from benchmarks.data import open_suite_data
@@ -452,7 +514,9 @@ def run(args: argparse.Namespace) -> int:
         tuning = tune_config(suite.tune, args.tune, args.tune_sampler)
         if tuning is not None:
             tuning.check(suite.seeds, suite.methods)
-        store = Store(args.out)
+        threads, args.jobs = cell_threads(args), jobs(args, suite)
+        torch.set_num_threads(threads)  # the cells' count, for the calibrated estimate and cells run here
+        store = Store(args.out, threads)
         executor = make_executor(args) if not args.dry_run else None
         options = (suite.dataset_options, args.cache_dir, suite.budget.size, suite.split_seed, suite.split_fractions)
         try:
@@ -460,7 +524,9 @@ def run(args: argparse.Namespace) -> int:
             cells = build_cells(suite, params, plan, args.checkpoint)  # tasks, few-shot sizes, checkpoint
         except NotGenerated as exc:
             plan, cells, missing = None, grid_cells(suite, params), exc
+        cells = [replace(c, threads=threads) for c in cells]
         if args.dry_run:
+            repair_store(store, cells, dry_run=True)
             if plan is None:
                 print(
                     f"dataset {suite.dataset} is not generated yet ({missing.params.get('n_subjects', '?')} "
@@ -482,7 +548,7 @@ def run(args: argparse.Namespace) -> int:
             print(
                 f"skipped {len(data.skipped)} bad subject(s): {', '.join(s for s, _ in data.skipped)}", file=sys.stderr
             )
-        cells = build_cells(suite, params, data, args.checkpoint)
+        cells = [replace(c, threads=threads) for c in build_cells(suite, params, data, args.checkpoint)]
         store.check_writable()  # creates --out: only once the data have been read without error
     except (
         UsageError,
@@ -498,6 +564,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     store.clean_stale()
+    repair_store(store, cells, dry_run=False)
     root = args.data_root or DATASETS.get(suite.dataset).default_root(args.cache_dir)
     job = Job(
         publish(data, root, suite.dataset_options, args.cache_dir), store.root.resolve(), args.cache_dir.resolve()

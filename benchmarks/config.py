@@ -9,12 +9,19 @@ from functools import cached_property
 from typing import Any
 
 from benchmarks.core.options import DEFAULT_SPLIT_FRACTIONS
+from benchmarks.threads import DEFAULT_THREADS
 from datasets.base import Task
 
 # Cell and Budget fields added after the first release, with their defaults: a field at its default is
 # not hashed into the cell key, so adding an option never invalidates results already in a store.
 KEY_STABLE_DEFAULTS: dict[str, dict[str, Any]] = {
-    "cell": {"split": "test", "trial": -1, "tuned_trials": 0, "split_fractions": DEFAULT_SPLIT_FRACTIONS},
+    "cell": {
+        "split": "test",
+        "trial": -1,
+        "tuned_trials": 0,
+        "split_fractions": DEFAULT_SPLIT_FRACTIONS,
+        "threads": DEFAULT_THREADS,
+    },
     "budget": {"amp": "off", "compile": False, "target_lr": None, "smoke": False},
 }
 
@@ -61,6 +68,7 @@ class Cell:
     trial: int = -1  # tuning trial number of a val cell; -1 = not a trial
     tuned_trials: int = 0  # trials behind a test cell's hyperparameters; 0 = declared defaults
     tuned_params: tuple[str, ...] = ()  # the hyperparameters its study chose (lr, method params); not in the key
+    threads: int = DEFAULT_THREADS  # torch intra-op threads: CPU results depend on them bitwise (benchmarks/threads.py)
 
     @property
     def transfer(self) -> str:

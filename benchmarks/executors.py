@@ -31,10 +31,10 @@ from benchmarks.cell import failed_frame, run_cell
 from benchmarks.config import Cell
 from benchmarks.core.files import atomic_write
 from benchmarks.data import OpenDataset
-from benchmarks.progress import Progress
+from benchmarks.progress import Progress, reporting
 from benchmarks.sources import source_key
 from benchmarks.store import LOST, Store
-from benchmarks.threads import threads_per_cell
+from benchmarks.threads import WAIT_VARIABLES
 from datasets.base import DATASETS
 
 # (cell, state, detail): state is the cell's ok/failed, or "error" (the worker raised outside the
@@ -99,17 +99,15 @@ def worker_device(text: str) -> torch.device:
     return torch.device(text)
 
 
-def execute_cell(
-    cell: Cell, data_spec: Path, store_root: Path, cache_dir: Path, device: str = "auto", threads: int = 0
-) -> str:
+def execute_cell(cell: Cell, data_spec: Path, store_root: Path, cache_dir: Path, device: str = "auto") -> str:
     """Run one cell in this process and write its rows; returns ``ok`` or ``failed``.
 
-    The entry point of every executor's workers (picklable, top level). It sets torch's intra-op
-    threads to ``threads``, or with 0 to ``threads_per_cell()`` (OMP_NUM_THREADS, else the CPUs
-    this process was given), so workers sharing a machine do not oversubscribe its cores.
+    The entry point of every executor's workers (picklable, top level). The cell runs ``cell.threads``
+    torch threads; its phase and step go to ``Store.progress_path`` for the driver's heartbeat.
     """
-    torch.set_num_threads(threads_per_cell(1, threads))
-    rows = run_cell(cell, open_spec(data_spec), Store(store_root), Path(cache_dir), worker_device(device))
+    store = Store(store_root)
+    with reporting(store.progress_path(cell.key)):
+        rows = run_cell(cell, open_spec(data_spec), store, Path(cache_dir), worker_device(device))
     return str(rows["status"].iloc[0])
 
 
@@ -124,13 +122,13 @@ class Executor(Protocol):
 class InProcess:
     """``--executor local --jobs 1``: the cells one after another in the driver process."""
 
-    def __init__(self, device: str, threads: int = 0) -> None:
-        self.device, self.threads = device, threads
+    def __init__(self, device: str) -> None:
+        self.device = device
         self.label = f"local --jobs 1 ({device})"
 
     def run(self, cells: list[Cell], job: Job) -> Iterator[Outcome]:
         for cell in cells:
-            yield cell, execute_cell(cell, job.data_spec, job.store_root, job.cache_dir, self.device, self.threads), ""
+            yield cell, execute_cell(cell, job.data_spec, job.store_root, job.cache_dir, self.device), ""
 
 
 def _exit_with(parent: int) -> None:
@@ -140,7 +138,7 @@ def _exit_with(parent: int) -> None:
     os._exit(1)
 
 
-def _pool_worker(conn: Connection, job: Job, device: str, threads: int, parent: int) -> None:
+def _pool_worker(conn: Connection, job: Job, device: str, parent: int) -> None:
     """Pool worker: receive a cell, run it, send back (state, detail); exit when the pipe closes."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the driver, which stops the workers
     threading.Thread(target=_exit_with, args=(parent,), daemon=True).start()
@@ -150,19 +148,22 @@ def _pool_worker(conn: Connection, job: Job, device: str, threads: int, parent: 
         except (EOFError, OSError):
             return
         try:
-            outcome = execute_cell(cell, job.data_spec, job.store_root, job.cache_dir, device, threads), ""
+            outcome = execute_cell(cell, job.data_spec, job.store_root, job.cache_dir, device), ""
         except Exception:  # noqa: BLE001 - reported to the driver, which records the cell as failed
             outcome = "error", traceback.format_exc()
         conn.send(outcome)
 
 
 class _Worker:
-    """One spawned pool process pinned to a device, fed one cell at a time through its own pipe."""
+    """One spawned pool process pinned to a device, fed one cell at a time through its own pipe.
 
-    def __init__(self, device: str, job: Job, threads: int) -> None:
+    It inherits the driver's environment, OpenMP's wait policy included (``benchmarks.threads``).
+    """
+
+    def __init__(self, device: str, job: Job) -> None:
         ctx = get_context("spawn")
         self.conn, child = ctx.Pipe()
-        self.proc = ctx.Process(target=_pool_worker, args=(child, job, device, threads, os.getpid()), daemon=True)
+        self.proc = ctx.Process(target=_pool_worker, args=(child, job, device, os.getpid()), daemon=True)
         self.proc.start()
         child.close()
         self.device = device
@@ -220,12 +221,12 @@ class LocalPool:
     """
 
     def __init__(self, devices: list[str], threads: int) -> None:
-        self.devices, self.threads = devices, threads
+        self.devices = devices
         self.label = f"local --jobs {len(devices)} ({', '.join(sorted(set(devices)))}, {threads} thread(s) each)"
 
     def run(self, cells: list[Cell], job: Job) -> Iterator[Outcome]:
         pending = deque(cells)
-        workers = [_Worker(device, job, self.threads) for device in self.devices[: len(cells)]]
+        workers = [_Worker(device, job) for device in self.devices[: len(cells)]]
         try:
             for i in range(len(workers)):
                 self._feed(workers, i, pending, job)
@@ -245,7 +246,7 @@ class LocalPool:
 
     def _replace(self, workers: list[_Worker], i: int, job: Job) -> None:
         workers[i].stop()
-        workers[i] = _Worker(workers[i].device, job, self.threads)
+        workers[i] = _Worker(workers[i].device, job)
 
     def _feed(self, workers: list[_Worker], i: int, pending: deque[Cell], job: Job) -> None:
         """Give worker ``i`` the next cell, replacing it if it died while idle (a few times at most)."""
@@ -261,12 +262,13 @@ class Slurm:
 
     ``cluster="local"`` runs the jobs as local processes with submitit's ``LocalExecutor``
     (how the tests run it). A job that raised comes back as ``error`` with submitit's trace;
-    one that produced nothing (killed, timed out, node failure) as ``lost``.
+    one that produced nothing (killed, timed out, node failure) as ``lost``. Jobs get the driver's
+    environment (sbatch exports it), OpenMP's wait policy included.
     """
 
-    def __init__(self, folder: Path, cluster: str, parameters: dict[str, Any], device: str, threads: int) -> None:
+    def __init__(self, folder: Path, cluster: str, parameters: dict[str, Any], device: str) -> None:
         self.folder, self.cluster, self.parameters = folder, cluster, parameters
-        self.device, self.threads = device, threads
+        self.device = device
         self.label = f"slurm ({'local processes' if cluster == 'local' else 'SLURM job array'})"
 
     def run(self, cells: list[Cell], job: Job) -> Iterator[Outcome]:
@@ -284,7 +286,6 @@ class Slurm:
                 [job.store_root] * n,
                 [job.cache_dir] * n,
                 [self.device] * n,
-                [self.threads] * n,
             )
         print(f"submitted {n} job(s) ({jobs[0].job_id.split('_')[0]}...); logs in {self.folder}", file=sys.stderr)
         cell_of = {j.job_id: c for j, c in zip(jobs, cells)}
@@ -301,12 +302,12 @@ class RayTasks:
 
     Connects to ``address`` (or ``RAY_ADDRESS``), or starts a local cluster of ``local_cpus``
     for the run; a Ray already initialised in this process is used as is. Each task reserves
-    ``cpus`` CPUs and runs ``threads`` torch threads (0: ``cpus``).
+    ``cpus`` CPUs, runs its cell's torch threads and gets the driver's OpenMP wait variables
+    (``runtime_env``: Ray's workers do not inherit the driver's environment on a remote cluster).
     """
 
-    def __init__(self, address: str | None, local_cpus: int, cpus: int, device: str, threads: int = 0) -> None:
+    def __init__(self, address: str | None, local_cpus: int, cpus: int, device: str) -> None:
         self.address, self.local_cpus, self.cpus, self.device = address, local_cpus, cpus, device
-        self.threads = threads or cpus
         self.label = f"ray ({address or os.environ.get('RAY_ADDRESS') or 'local cluster'})"
 
     def run(self, cells: list[Cell], job: Job) -> Iterator[Outcome]:
@@ -322,10 +323,8 @@ class RayTasks:
             if self.device == "cuda" and not has_gpus:
                 raise ExecutorError("--device cuda: the Ray cluster has no GPUs")
             device = "cuda" if self.device == "cuda" or (self.device == "auto" and has_gpus) else "cpu"
-            task = ray.remote(execute_cell).options(num_cpus=self.cpus, num_gpus=1 if device == "cuda" else 0)
-            refs = {
-                task.remote(c, job.data_spec, job.store_root, job.cache_dir, device, self.threads): c for c in cells
-            }
+            task = self.remote(execute_cell, num_gpus=1 if device == "cuda" else 0)
+            refs = {task.remote(c, job.data_spec, job.store_root, job.cache_dir, device): c for c in cells}
             while refs:
                 (ref,), _ = ray.wait(list(refs), num_returns=1)
                 cell = refs.pop(ref)
@@ -338,6 +337,13 @@ class RayTasks:
         finally:
             if started:
                 ray.shutdown()
+
+    def remote(self, function: Any, num_gpus: int = 0) -> Any:
+        """``function`` as a Ray task of this executor: its CPUs, ``num_gpus`` and the driver's wait variables."""
+        import ray
+
+        env = {name: os.environ[name] for name in WAIT_VARIABLES if name in os.environ}
+        return ray.remote(function).options(num_cpus=self.cpus, num_gpus=num_gpus, runtime_env={"env_vars": env})
 
 
 @dataclass
@@ -388,14 +394,15 @@ def run_grid(
 ) -> Tally:
     """Run ``cells`` with ``executor`` (in ``waves``), printing one line per finished cell to ``log``.
 
-    ``estimate_s`` (``plan.estimate``) gives the time left before the first cell has finished.
+    ``estimate_s`` (``plan.estimate``) gives the time left before any training step is done; after that,
+    the heartbeat says each running cell's phase and step (``benchmarks.progress``).
 
     A cell whose worker raised or died without writing rows gets one ``failed`` row with the
     reason; a died worker's row is marked ``LOST`` so the next run redoes the cell.
     """
     store, tally, start = Store(job.store_root), Tally(), time.time()
     before = {c.key: _stamp(store.path(c.key)) for c in cells}
-    progress = Progress(cells, job.cache_dir, log, estimate_s=estimate_s)
+    progress = Progress(cells, job.cache_dir, log, estimate_s=estimate_s, store=store)
     outcomes = (outcome for wave in waves(cells, job.cache_dir) for outcome in executor.run(wave, job))
     with progress:  # elapsed time and what remains, per cell and (in a log) as a heartbeat
         for i, (cell, state, detail) in enumerate(outcomes, 1):

@@ -1,24 +1,89 @@
 """Signs of life during a run: elapsed time and an estimate of what remains, per cell and as a heartbeat.
 
 Each cell weighs its training steps (target steps, plus source steps for the cell that trains a source
-model still missing from the cache); the estimate is elapsed time x remaining weight / finished weight,
-and before the first cell has finished the calibrated estimate of ``plan.estimate`` minus the elapsed time.
-When the log is not a terminal (no tqdm bars) a heartbeat line is printed whenever nothing else was for
-``heartbeat_s`` seconds, so a log never goes silent for minutes during a long cell.
+model still missing from the cache). A running cell reports its phase (source training, fine-tuning,
+prediction) and step to a small file (``reporting``, ``begin``, ``tick``; ``Store.progress_path``), which
+the driver reads wherever the cell runs (local workers, SLURM, Ray: the store is shared). The estimate is
+elapsed time x remaining weight / weight done, the training steps of running cells included, so it falls
+while a cell runs; before any step is done, the calibrated estimate of ``plan.estimate`` minus the elapsed
+time. When the log is not a terminal (no tqdm bars) a heartbeat line with every running cell's phase and
+step is printed whenever nothing else was for ``heartbeat_s`` seconds.
 """
 
 from __future__ import annotations
 
+import json
+import os
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
 from benchmarks.config import Cell
-from benchmarks.sources import source_key
+from benchmarks.store import Store
 
 HEARTBEAT_S = 60.0
+WRITE_S = 5.0  # a running cell rewrites its progress file at most this often
+TRAINING = ("source training", "fine-tuning")  # phases whose steps count towards a cell's weight
+
+
+@dataclass
+class _Report:
+    """The running cell's progress, as written to its file."""
+
+    path: Path
+    phase: str = "starting"
+    step: int = 0
+    total: int = 0
+    trained: int = 0  # training steps of the cell so far, both phases
+    written: float = 0.0
+
+    def write(self) -> None:
+        fields = {"phase": self.phase, "step": self.step, "total": self.total, "trained": self.trained}
+        tmp = self.path.with_name(f"{self.path.name}-{os.getpid()}.tmp")
+        try:
+            tmp.write_text(json.dumps(fields))
+            os.replace(tmp, self.path)
+        except OSError:
+            return  # a progress report never fails a cell
+        self.written = time.monotonic()
+
+
+_REPORT: _Report | None = None
+
+
+@contextmanager
+def reporting(path: Path) -> Iterator[None]:
+    """Report the cell run inside the block to ``path`` (``begin``, ``tick``); the file is removed at the end."""
+    global _REPORT
+    _REPORT = _Report(Path(path))
+    _REPORT.write()
+    try:
+        yield
+    finally:
+        _REPORT = None
+        Path(path).unlink(missing_ok=True)
+
+
+def begin(phase: str, total: int) -> None:
+    """The running cell enters ``phase`` of ``total`` steps (no-op outside ``reporting``)."""
+    if _REPORT is not None:
+        _REPORT.phase, _REPORT.step, _REPORT.total = phase, 0, total
+        _REPORT.write()
+
+
+def tick() -> None:
+    """One step of the current phase done; written at most every ``WRITE_S`` seconds."""
+    if _REPORT is None:
+        return
+    _REPORT.step += 1
+    _REPORT.trained += _REPORT.phase in TRAINING
+    if time.monotonic() - _REPORT.written >= WRITE_S:
+        _REPORT.write()
 
 
 def clock(seconds: float) -> str:
@@ -31,6 +96,8 @@ def clock(seconds: float) -> str:
 
 def weights(cells: list[Cell], cache_dir: Path) -> dict[str, int]:
     """Training steps per cell key; a source model still to train counts for the first cell that needs it."""
+    from benchmarks.sources import source_key  # torch: benchmarks.train reports through this module
+
     out, claimed = {}, set()
     for cell in cells:
         key = source_key(cell) if cell.source_task else ""
@@ -41,7 +108,10 @@ def weights(cells: list[Cell], cache_dir: Path) -> dict[str, int]:
 
 
 class Progress:
-    """Progress of one ``run_grid`` call: ``finished(cell)`` after each cell; a context manager for the heartbeat."""
+    """Progress of one ``run_grid`` call: ``finished(cell)`` after each cell; a context manager for the heartbeat.
+
+    ``store`` is where the cells report their phase and step (``reporting``); without it only finished cells count.
+    """
 
     def __init__(
         self,
@@ -50,22 +120,41 @@ class Progress:
         log: Any,
         heartbeat_s: float = HEARTBEAT_S,
         estimate_s: float | None = None,
+        store: Store | None = None,
     ) -> None:
-        self.weight = weights(cells, cache_dir)
-        self.estimate_s = estimate_s
+        self.cells, self.weight = cells, weights(cells, cache_dir)
+        self.estimate_s, self.store = estimate_s, store
         self.total, self.done, self.count, self.n = sum(self.weight.values()), 0, 0, len(cells)
         self.log, self.heartbeat_s = log, heartbeat_s
         self.start = self.last = time.monotonic()
+        self.since = time.time()  # a report older than this run is a killed run's leftover
+        self.finished_keys: set[str] = set()
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
 
-    def status(self) -> str:
-        """``elapsed 3m10s, about 6m40s left``: from the finished cells, before the first from ``estimate_s``."""
+    def running(self) -> list[tuple[Cell, dict]]:
+        """(cell, its last report) for every cell of the run that is running now."""
+        out = []
+        for cell in self.cells if self.store is not None else []:
+            if cell.key in self.finished_keys:
+                continue
+            path = self.store.progress_path(cell.key)
+            try:
+                if path.stat().st_mtime >= self.since:
+                    out.append((cell, json.loads(path.read_text())))
+            except (OSError, ValueError):
+                continue  # not started, or finished meanwhile
+        return out
+
+    def status(self, running: list[tuple[Cell, dict]] | None = None) -> str:
+        """``elapsed 3m10s, about 6m40s left``: from the weight done (finished cells and the training steps of
+        ``running`` ones), before any from ``estimate_s``."""
         elapsed = time.monotonic() - self.start
-        if self.done and self.total > self.done:
-            return f"elapsed {clock(elapsed)}, about {clock(elapsed * (self.total - self.done) / self.done)} left"
-        if self.done:
+        done = self.done + sum(min(self.weight.get(c.key, 0), int(r.get("trained", 0))) for c, r in running or [])
+        if done and self.total > done:
+            return f"elapsed {clock(elapsed)}, about {clock(elapsed * (self.total - done) / done)} left"
+        if done:
             return f"elapsed {clock(elapsed)}"
         if self.estimate_s is None:
             return f"elapsed {clock(elapsed)}, estimate after the first cell"
@@ -77,8 +166,18 @@ class Progress:
         with self._lock:
             self.count += 1
             self.done += self.weight.get(cell.key, 0)
+            self.finished_keys.add(cell.key)
             self.last = time.monotonic()
-            return self.status()
+            return self.status(self.running())
+
+    def heartbeat(self) -> str:
+        """``... running: 0/6 cells finished; finetune A->B seed=0: source training step 340/600; elapsed ...``."""
+        running = self.running()
+        phases = "".join(
+            f"{c.method} {c.transfer} seed={c.seed}: {r.get('phase')} step {r.get('step')}/{r.get('total')}; "
+            for c, r in running
+        )
+        return f"... running: {self.count}/{self.n} cells finished; {phases}{self.status(running)}"
 
     def _beat(self) -> None:
         while not self._stop.wait(min(self.heartbeat_s, 5.0)):
@@ -86,7 +185,7 @@ class Progress:
                 if time.monotonic() - self.last < self.heartbeat_s:
                     continue
                 self.last = time.monotonic()
-                line = f"... running: {self.count}/{self.n} cells finished; {self.status()}"
+                line = self.heartbeat()
             print(line, file=self.log, flush=True)
 
     def __enter__(self) -> Progress:

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import torch
 
+from benchmarks import progress
 from benchmarks.backbones import SegModel, build_backbone, is_nnunet_checkpoint
 from benchmarks.config import KEY_STABLE_DEFAULTS, Cell
 from benchmarks.core.files import atomic_write
@@ -31,20 +32,19 @@ def source_key(cell: Cell) -> str:
         if b.get(name, default) == default:
             b.pop(name, None)
     b.pop("target_lr", None)  # a tuned target learning rate never changes the source model
-    blob = json.dumps(
-        [
-            cell.dataset,
-            cell.dataset_options,
-            cell.source_task,
-            cell.backbone,
-            cell.seed,
-            cell.split_seed,
-            b,
-            cell.fingerprint,
-        ],
-        sort_keys=True,
-        default=str,
-    )
+    parts = [
+        cell.dataset,
+        cell.dataset_options,
+        cell.source_task,
+        cell.backbone,
+        cell.seed,
+        cell.split_seed,
+        b,
+        cell.fingerprint,
+    ]
+    if cell.threads != KEY_STABLE_DEFAULTS["cell"]["threads"]:  # CPU weights depend on it bitwise
+        parts.append({"threads": cell.threads})
+    blob = json.dumps(parts, sort_keys=True, default=str)
     return hashlib.sha1(blob.encode()).hexdigest()[:16]
 
 
@@ -91,6 +91,7 @@ def source_model(
             seed_all(cell.seed, "source-init")
             model = build_backbone(cell.backbone, 1, task.num_classes, cell.checkpoint or None, size=cell.budget.size)
             slices = data.slices(task, data.task_ids(task, "train"))
+            progress.begin("source training", cell.budget.source_steps)
             train(
                 model,
                 SliceDataset(slices, augment=cell.budget.augment, seed=cell.seed),

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import shlex
+import shutil
+import sys
 from pathlib import Path
 
 import pandas as pd
@@ -16,9 +18,9 @@ MIN_SEEDS = 3  # below this no interval is shown (docs/statistics.md: seeds shar
 CONTROLS = ("finetune", "scratch")
 # Setting columns (benchmarks.cell.setting_columns) that a run's cells fix: rows of the store that differ in
 # one are another setting and stay out of this run's table. Not these: lr (a tuned row's is its study's
-# choice), source_steps (0 for scratch), threads (provenance). A missing value (a row written before its
+# choice), source_steps (0 for scratch), omp_wait (provenance). A missing value (a row written before its
 # column existed) matches, as in the leaderboard.
-SAME_SETTING = tuple(c for c in SETTING_SCHEMA if c not in ("lr", "source_steps", "threads"))
+SAME_SETTING = tuple(c for c in SETTING_SCHEMA if c not in ("lr", "source_steps", "omp_wait"))
 
 
 def _label(variant: str, tuned: float, lr: float) -> str:
@@ -163,7 +165,7 @@ def _footer(rows: pd.DataFrame, cells: list[Cell], out: Path, smoke: bool, margi
             f"equivalent: not different, and the 90% CI lies within ±{margin:g} Dice (--margin; two one-sided "
             "tests); inconclusive: neither shown."
         )
-    command = ["python", "-m", "leaderboard.build", "--results", str(out), "--out", str(out / "site")]
+    command = [interpreter(), "-m", "leaderboard.build", "--results", str(out), "--out", str(out / "site")]
     if not rows.empty and rows["suite"].nunique() > 1:
         command += [a for s in sorted({c.suite for c in cells}) for a in ("--suite", s)]
     if smoke:
@@ -173,3 +175,14 @@ def _footer(rows: pd.DataFrame, cells: list[Cell], out: Path, smoke: bool, margi
     lines.append(f"Results: {mine['cell_key'].nunique() if len(mine) else 0} cells in {Path(out).resolve()}/cells")
     lines.append(f"Next, tables with paired tests and figures: {shlex.join(command)}")
     return lines
+
+
+def interpreter() -> str:
+    """The interpreter running this, as the next command should call it without an activated venv: ``python``
+    when that name finds it, else its path relative to the working folder (``.venv/bin/python``), else absolute."""
+    executable = sys.executable or "python"
+    for name in ("python", "python3"):
+        if shutil.which(name) == executable:
+            return name
+    path = Path(executable)
+    return str(path.relative_to(Path.cwd())) if path.is_relative_to(Path.cwd()) else executable

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from benchmarks import progress
 from benchmarks.config import Budget
 from datasets.device_batches import DeviceBatches
 from datasets.slices import SliceDataset, SliceSet
@@ -115,6 +116,7 @@ def train(
                 losses.append(loss.detach())
                 step += 1
                 bar.update()
+                progress.tick()  # the cell's phase and step, for the run's heartbeat
                 if step % 50 == 0 or step == steps:  # one host sync every 50 steps, not per step
                     if not math.isfinite(value := float(loss.detach())):
                         raise TrainingDiverged(f"{desc}: loss became {value} at step {step}")

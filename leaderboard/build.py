@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from benchmarks.core.files import umask_mode
 from benchmarks.core.options import OneLineParser, add_margin
 from leaderboard import figures
 from leaderboard.analysis import Options, Report, analyse
@@ -60,6 +61,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--method", action="append", help="only this method or variant, plus control and scratch")
     p.add_argument("--include-smoke", action="store_true", help="also analyse smoke runs (runner's --steps)")
     p.add_argument(
+        "--strict", action="store_true", help="refuse a store with a damaged cell file (default: skip it, warn)"
+    )
+    p.add_argument(
         "--power-delta", type=_positive, default=0.02, help="difference the power table is computed for (0.02)"
     )
     return p
@@ -79,7 +83,9 @@ def build(args: argparse.Namespace) -> Report:
     """Read the store, compute everything, then write every output file into ``args.out``."""
     if args.out.exists() and not args.out.is_dir():
         raise LeaderboardError(f"--out {args.out}: exists and is not a folder")
-    df = load_store(args.results)
+    df = load_store(args.results, strict=args.strict)
+    for line in df.attrs["skipped"]:
+        print(line, file=sys.stderr)
     variants = sorted(df["variant"].unique())
     control = _resolve(args.control, "finetune", variants, "--control")
     scratch = _resolve(args.scratch, "scratch", variants, "--scratch")
@@ -118,6 +124,7 @@ def publish(report: Report, out: Path) -> None:
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}-"))
+        staging.chmod(umask_mode(directory=True))  # mkdtemp's 0700 would make the site owner-only
     except OSError as exc:
         raise LeaderboardError(f"--out {out}: cannot create the folder ({exc.strerror or exc})") from exc
     try:

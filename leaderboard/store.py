@@ -10,6 +10,7 @@ import pyarrow as pa
 
 from benchmarks.core.schema import FIXED_BEFORE, NOT_SCORES, REQUIRED_SCHEMA, RUN_DEFAULTS, SCHEMA, SETTING_SCHEMA
 from leaderboard.errors import LeaderboardError
+from leaderboard.settings import PROVENANCE_ONLY
 
 STRING_COLUMNS = tuple(column for column, kind in REQUIRED_SCHEMA.items() if kind is str)
 INT_COLUMNS = tuple(column for column, kind in REQUIRED_SCHEMA.items() if kind is int)
@@ -20,12 +21,22 @@ NULLABLE_DTYPES = {str: "string", int: "Int64", float: "Float64", bool: "boolean
 CELL_CONFIG = ("dataset", "transfer", "target_task", "backbone", "few_shot", "target_steps", "seed")
 
 
-def load_store(results: Path | str) -> pd.DataFrame:
+class DamagedFile(LeaderboardError):
+    """A ``*.parquet`` file of the store that is not a readable cell file (truncated, another table)."""
+
+    def __init__(self, path: Path, reason: str) -> None:
+        super().__init__(f"--results {path}: {reason}")
+        self.path, self.reason = path, reason
+
+
+def load_store(results: Path | str, strict: bool = False) -> pd.DataFrame:
     """All rows of the store, the latest run of each cell only, with a ``variant`` name column.
 
     Columns beyond the schema that a method returned are kept (``score_columns``); ``split``,
     ``trial`` and ``tuned_trials`` get their defaults where absent; ``df.attrs["notes"]`` says when
-    cells predate the setting columns. Only reads: nothing under ``results`` is modified.
+    cells predate the setting columns. A damaged file is left out with a one-line warning in
+    ``df.attrs["skipped"]`` (``strict``: ``DamagedFile`` is raised instead). Only reads: nothing under
+    ``results`` is modified.
     """
     results = Path(results)
     if not results.is_dir():
@@ -35,7 +46,20 @@ def load_store(results: Path | str) -> pd.DataFrame:
         raise LeaderboardError(
             f"--results {results}: no *.parquet files in this folder: run `python -m benchmarks.run` first"
         )
-    frames = [_read_cell_file(path) for path in files]
+    frames, damaged, skipped = [], [], []
+    for path in files:
+        try:
+            frames.append(_read_cell_file(path))
+        except DamagedFile as exc:
+            if strict:
+                raise
+            damaged.append(exc)
+            skipped.append(
+                f"warning: skipped damaged cell file {exc.path} ({exc.reason}); to recompute that cell, rerun the "
+                "`python -m benchmarks.run` command that wrote it (it moves the file aside); --strict refuses the store"
+            )
+    if not frames:
+        raise damaged[0]  # nothing else to show
     df = pd.concat(frames, ignore_index=True)
     if df.empty:
         raise LeaderboardError(f"--results {results}: the store has no rows")
@@ -49,7 +73,7 @@ def load_store(results: Path | str) -> pd.DataFrame:
         df[column] = df[column].astype(NULLABLE_DTYPES[kind])
     df = latest_runs(with_run_defaults(df))
     df["variant"] = variant_names(df)
-    lacking = [c for c in SETTING_SCHEMA if c != "threads" and df[c].isna().any()]  # threads: provenance only
+    lacking = [c for c in SETTING_SCHEMA if c not in PROVENANCE_ONLY and df[c].isna().any()]
     df.attrs["notes"] = (
         [
             f"some cells predate the setting columns ({', '.join(lacking)}): they join the one setting they "
@@ -58,6 +82,7 @@ def load_store(results: Path | str) -> pd.DataFrame:
         if lacking
         else []
     )
+    df.attrs["skipped"] = skipped
     return df
 
 
@@ -75,10 +100,10 @@ def _read_cell_file(path: Path) -> pd.DataFrame:
     try:
         frame = pd.read_parquet(path)
     except (OSError, ValueError, pa.ArrowException) as exc:
-        raise LeaderboardError(f"--results {path}: unreadable parquet file ({type(exc).__name__})") from exc
+        raise DamagedFile(path, f"unreadable parquet file ({type(exc).__name__})") from exc
     missing = [column for column in REQUIRED_COLUMNS if column not in frame.columns]
     if missing:
-        raise LeaderboardError(f"--results {path}: missing column(s) {', '.join(missing)}")
+        raise DamagedFile(path, f"missing column(s) {', '.join(missing)}")
     for column in [*SETTING_SCHEMA, *RUN_DEFAULTS]:
         if column not in frame.columns:
             frame[column] = FIXED_BEFORE.get(column)  # written before this column existed: unknown (or its default)

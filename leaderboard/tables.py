@@ -414,7 +414,7 @@ def provenance_lines(report: Report) -> list[str]:
         + (" — MIXED: results come from different code" if len(p["code_versions"]) > 1 else ""),
         f"Torch versions: {listing(p['torch_versions'])}",
         f"Devices: {listing(p['devices'])}",
-        f"CPU threads: {listing(p['threads'])} (changes CPU results in the last bits only; not a setting)",
+        f"CPU threads: {listing(p['threads'])} (a setting: CPU results depend on the thread count)",
         f"Created: {p['created_first']} … {p['created_last']}",
     ]
     if not p["duplicates"].empty:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -12,11 +11,12 @@ import pytest
 import submitit
 import torch
 
-from benchmarks.cli import build_parser, main, make_executor, slurm_parameters
-from benchmarks.executors import waves
+from benchmarks.cli import build_parser, cell_threads, main, make_executor, slurm_parameters
+from benchmarks.executors import RayTasks, waves
 from benchmarks.grid import grid_cells
 from benchmarks.sources import source_key
 from benchmarks.suite import Suite
+from benchmarks.threads import WAIT_VARIABLES, wait_policy
 
 PROVENANCE = ["code_version", "torch_version", "device", "wall_s", "created_at"]
 SUITE = """\
@@ -30,8 +30,7 @@ budget: {source_steps: 2, target_steps: 2, batch_size: 8, size: 32}
 transfers:
   - {source: 01-t2-WT, target: 01-t1-WT}
 """
-# Same torch thread count in every worker: CPU results are bitwise equal only at equal thread counts.
-THREADS = max(1, len(os.sched_getaffinity(0)) // 2)
+THREADS = 1  # torch threads per cell (the default): CPU results are bitwise equal only at equal thread counts
 
 
 @pytest.fixture(scope="module")
@@ -72,9 +71,21 @@ def ray_cluster() -> None:
     ray.shutdown()
 
 
+def _no_wait_variables(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The user set no OpenMP wait variable (``import benchmarks`` set one in this process: undone at teardown)."""
+    for name in WAIT_VARIABLES:
+        monkeypatch.setenv(name, "")
+        monkeypatch.delenv(name)
+
+
 def test_executors_write_identical_rows(
-    grid: tuple[Path, Path, Path], tmp_path: Path, ray_cluster: None, capsys: pytest.CaptureFixture
+    grid: tuple[Path, Path, Path],
+    tmp_path: Path,
+    ray_cluster: None,
+    capsys: pytest.CaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    _no_wait_variables(monkeypatch)  # each executor's workers must set the sleeping policy themselves
     runs = {
         "local": ["--executor", "local", "--jobs", "2"],
         "slurm": ["--executor", "slurm", "--slurm-cluster", "local", "--slurm-cpus", str(THREADS)],
@@ -91,7 +102,9 @@ def test_executors_write_identical_rows(
     assert set(reference["method"]) == {"finetune", "scratch"} and set(reference["seed"]) == {0, 1}
     for name in ("slurm", "ray"):
         pd.testing.assert_frame_equal(rows[name], reference, obj=name)
+    assert (reference["omp_wait"] == "OMP_WAIT_POLICY=PASSIVE").all()  # in the workers of all three executors
     assert any((tmp_path / "slurm" / "slurm").glob("*_log.out"))  # submitit logs next to the results
+    assert not list((tmp_path / "local" / "cells").glob(".*.running"))  # progress reports end with their cell
 
     # --dry-run lists the cells and the work left, and writes nothing.
     assert main([*_args(grid, tmp_path / "empty"), "--dry-run"]) == 0
@@ -157,9 +170,27 @@ def test_bad_executor_option_one_line_exit_2(
     ("options", "cpus", "threads"),
     [([], 1, 1), (["--ray-cpus", "4"], 4, 4), (["--ray-cpus", "4", "--threads", "2"], 4, 2)],
 )
-def test_ray_tasks_reserve_ray_cpus_and_run_threads(options: list[str], cpus: int, threads: int) -> None:
-    executor = make_executor(build_parser().parse_args(["--executor", "ray", *options]))
-    assert (executor.cpus, executor.threads) == (cpus, threads)
+def test_ray_tasks_reserve_ray_cpus_and_run_threads(
+    options: list[str], cpus: int, threads: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    args = build_parser().parse_args(["--executor", "ray", *options])
+    assert (make_executor(args).cpus, cell_threads(args)) == (cpus, threads)
+
+
+def test_workers_keep_the_users_wait_policy(
+    grid: tuple[Path, Path, Path], tmp_path: Path, ray_cluster: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A wait variable the user set reaches the workers as it is, and no sleeping policy is added."""
+    import ray
+
+    _no_wait_variables(monkeypatch)
+    monkeypatch.setenv("GOMP_SPINCOUNT", "1000")
+    for name, options in (("local", ["--jobs", "2"]), ("slurm", ["--executor", "slurm", "--slurm-cluster", "local"])):
+        assert main([*_args(grid, tmp_path / name), *options]) == 0
+        assert (_rows(tmp_path / name)["omp_wait"] == "GOMP_SPINCOUNT=1000").all(), name
+    seen = ray.get(RayTasks(None, 2, 1, "cpu").remote(wait_policy).remote())  # in a Ray worker
+    assert "GOMP_SPINCOUNT=1000" in seen  # Ray's workers get the driver's variables (runtime_env)
 
 
 def test_slurm_options_become_sbatch_flags(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -224,7 +255,7 @@ def test_a_worker_dead_while_idle_leaves_its_next_cell_pending(tmp_path: Path) -
 
     from benchmarks.executors import Job, _Worker
 
-    worker = _Worker("cpu", Job(tmp_path / "spec.json", tmp_path / "out", tmp_path / "cache"), 1)
+    worker = _Worker("cpu", Job(tmp_path / "spec.json", tmp_path / "out", tmp_path / "cache"))
     worker.proc.kill()
     worker.proc.join()
     pending = deque(["cell-a", "cell-b"])

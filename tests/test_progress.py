@@ -6,8 +6,12 @@ import io
 import time
 from pathlib import Path
 
+import pytest
+
+import benchmarks.progress as progress_module
 from benchmarks.config import Budget, Cell
-from benchmarks.progress import Progress, clock, weights
+from benchmarks.progress import Progress, begin, clock, reporting, tick, weights
+from benchmarks.store import Store
 
 BUDGET = Budget(source_steps=100, target_steps=10)
 
@@ -56,3 +60,38 @@ def test_calibrated_estimate_before_the_first_cell(tmp_path: Path) -> None:
     assert progress.status() == "elapsed 40s, about 1m00s left (calibrated estimate)"
     progress.start -= 100.0
     assert progress.status() == "elapsed 2m20s, longer than the calibrated estimate of 1m40s"
+
+
+def test_running_cells_report_phase_and_step_and_the_time_left_falls(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A cell's phase and step reach the heartbeat; its training steps count, so the time left falls as it runs."""
+    monkeypatch.setattr(progress_module, "WRITE_S", 0.0)  # every step written (else at most every 5 s)
+    store = Store(tmp_path / "out")
+    store.cells.mkdir(parents=True)
+    cells = [_cell("finetune", "01-t2-WT"), _cell("scratch", "")]  # weights 110 and 10 steps
+    progress = Progress(cells, tmp_path, io.StringIO(), estimate_s=100.0, store=store)
+    path = store.progress_path(cells[0].key)
+    with reporting(path):
+        assert progress.heartbeat().startswith("... running: 0/2 cells finished; finetune 01-t2-WT->01-t1-WT seed=0: ")
+        begin("source training", 100)
+        for _ in range(30):
+            tick()
+        progress.start -= 60.0
+        assert progress.heartbeat().endswith("source training step 30/100; elapsed 1m00s, about 3m00s left")
+        for _ in range(70):
+            tick()
+        begin("fine-tuning", 10)
+        progress.start -= 60.0  # 100 of 120 steps in 120 s
+        assert progress.heartbeat().endswith("fine-tuning step 0/10; elapsed 2m00s, about 24s left")
+        begin("prediction", 2)
+        tick()
+        assert "prediction step 1/2" in progress.heartbeat()
+    assert not path.exists()  # removed once the cell is over
+    assert progress.running() == [] and "longer than the calibrated estimate" in progress.status()
+
+
+def test_reporting_outside_a_cell_is_a_no_op(tmp_path: Path) -> None:
+    begin("fine-tuning", 10)
+    tick()
+    assert not list(tmp_path.iterdir())

@@ -51,7 +51,8 @@ SETTING_SCHEMA: dict[str, type] = {
     "split_fractions": str,  # "train val test", e.g. "0.6 0.2 0.2"
     "dataset_options": str,
     "data_fingerprint": str,
-    "threads": int,
+    "threads": int,  # torch intra-op threads: a setting (CPU numbers depend on it bitwise)
+    "omp_wait": str,  # OpenMP wait variables in effect, e.g. "OMP_WAIT_POLICY=PASSIVE": speed only, provenance
     "amp": str,
     "compile": bool,
     "smoke": bool,
