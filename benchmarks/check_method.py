@@ -143,6 +143,7 @@ def _train(name: str, backbone: str, data: object, cache: Path) -> tuple[object,
     budget = Budget(source_steps=2, target_steps=STEPS, batch_size=2, size=32, lr=1e-3)
     source = "" if cls.init == "random" else "*-t2-WT"
     cell = Cell("check", "phantom", source, "*-t1-TC", name, backbone, seed=0, few_shot=2, budget=budget)
+    torch.set_num_threads(cell.threads)  # as a run's cell: one thread, robust on a shared machine
     spy = _Spy(data, cls)
     try:
         with spy.watching():

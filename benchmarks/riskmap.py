@@ -36,6 +36,7 @@ from benchmarks.data import OpenDataset, open_suite_data  # noqa: E402
 from benchmarks.grid import cell_identity  # noqa: E402
 from benchmarks.sources import source_key, source_model  # noqa: E402
 from benchmarks.suite import SuiteError, load_suite  # noqa: E402
+from benchmarks.threads import threads_per_cell  # noqa: E402
 from datasets.base import DataError  # noqa: E402
 from datasets.slices import SliceDataset, SliceSet  # noqa: E402
 from methods.leep_driver import compute_location_map  # noqa: E402
@@ -181,7 +182,9 @@ def main(argv: list[str] | None = None) -> int:
             dataset_options=suite.dataset_options,
             split_seed=suite.split_seed,
             split_fractions=suite.split_fractions,
+            threads=threads_per_cell(),  # as the runner's default: the same source model (key and weights)
         )
+        torch.set_num_threads(cell.threads)
         device = resolve_device(args.device)
         data = open_suite_data(suite, args.data_root, args.cache_dir)
         data.task(cell.source_task)
