@@ -13,11 +13,12 @@ motion or ghosting, Gaussian noise (``SITES``).
 Written in the FeTS 2021 layout, so the ``fets2021`` adapter reads the four contrasts and plain BraTS labels.
 Beside them, for the dial (docs/design.md §Testbed gives the equations):
 
-- ``<id>_dial.nii.gz``: the BraTS label plus ``10 * (bin + 1)``, where ``bin`` is the voxel's rank in
-  distance from the tumour centre in percent of the core's volume (0..199, 200 beyond twice the core);
-  the label-conflict source regions ``LC<p>`` (voxels of bins p..p+99) are sets of these values;
+- ``<id>_dial.nii.gz``: a composite label (``DIAL_REGIONS``): the BraTS regions, the normal tissues CSF, GM,
+  WM, and the dial's ranks: the core's voxels in percent of its volume from its centre outward, the CSF's in
+  percent of the core's volume from the deepest (the lateral ventricles) outward; the label-conflict source
+  regions ``LC<p>`` (the core beyond its inner p %, plus the deepest CSF of p % of its volume) are value sets;
 - ``<id>_cc<p>.nii.gz``: the contrast-conflict target contrast at level p%: flair with the inner p% of the
-  tumour at the CSF level and p% of the CSF (patches of a smooth random field) at the oedema level;
+  tumour at the CSF level and grey-matter patches of p% of the tumour's volume at the oedema level;
 - ``<id>_risk-lc<p>.nii.gz`` / ``<id>_risk-cc<p>.nii.gz``: the ground-truth risk map of each dial transfer
   (1 where the source task conflicts with the target task by construction).
 
@@ -42,7 +43,7 @@ from datasets.generated import generate_once
 from datasets.icbm152 import Template, load_template, smooth_noise, subject_coordinates, tissue_means, view_centre
 from datasets.phantom import TISSUE_INTENSITY
 
-BRAINSIM_VERSION = 1
+BRAINSIM_VERSION = 2
 SHAPE = (64, 64, 48)
 SPACING = (2.5, 3.0, 3.0)  # mm, as mni152: the grid spans 160 x 192 x 144 mm
 MODALITIES = ("t1", "t1ce", "t2", "flair")
@@ -51,6 +52,8 @@ BRATS = {NCR: 1, ED: 2, ET: 4}
 T1_LIKE = ("t1", "t1ce")
 BASE_CONTRAST = "flair"  # the contrast-conflict dial swaps levels of this contrast
 CORE_BINS = 100  # dial bins per tumour-core volume: levels are whole percents
+# Codes of the composite dial label beside the BraTS ones (core: label + 10 (bin + 1), bin < CORE_BINS).
+ED_CODE, CSF_CODE, GM_CODE, WM_CODE = 2 + 10 * (CORE_BINS + 1), 3000, 4001, 4002
 DEFAULTS: dict[str, Any] = {"subjects": 48, "groups": 4, "levels": (0, 0.25, 0.5, 0.75, 1), "seed": 0}
 
 # Institutions as scanners (TorchIO transform arguments; ranges are drawn per subject and contrast).
@@ -196,34 +199,45 @@ class Anatomy:
         label[self.inside & (self.d < 1.0)] = BRATS[ET]
         label[self.inside & (self.d < r_ncr)] = BRATS[NCR]
         self.label = label
-        self.csf = self.inside & (label == 0) & csf_dominant
-        # Contrast dial: CSF voxels swap in order of a smooth random field (patches), tumour voxels from the centre.
-        self.csf_rank = _rank_fraction(smooth_noise(rng, shape, 2.0), self.csf, int(self.csf.sum()))
+        normal = self.inside & (label == 0)
+        self.tissue = np.where(normal, p.argmax(0), -1)  # hard CSF/GM/WM of the normal brain, -1 elsewhere
         tumour = label > 0
+        core = int(tumour.sum() - (label == BRATS[ED]).sum())
+        # Label dial: the core from its centre outward, and the deepest CSF (the lateral ventricles) in volumes of
+        # the core. Contrast dial: the tumour from its centre outward, and grey-matter patches (a smooth random
+        # field) in volumes of the tumour.
+        self.core_rank = _rank_fraction(self.d, tumour & (label != BRATS[ED]), core)
+        depth = distance_transform_edt(self.inside, sampling=spacing)
+        self.deep_csf_rank = _rank_fraction(-depth, self.tissue == CSF, core)
         self.tumour_rank = _rank_fraction(self.d, tumour, int(tumour.sum()))
-        self.core_rank = _rank_fraction(self.d, tumour, int((label == BRATS[NCR]).sum() + (label == BRATS[ET]).sum()))
+        self.gm_rank = _rank_fraction(smooth_noise(rng, shape, 2.0), self.tissue == GM, int(tumour.sum()))
 
     def dial_label(self) -> np.ndarray:
-        """The BraTS label plus ``10 * (bin + 1)`` inside the tumour (bin = core-volume percentile, max 200)."""
-        bins = np.minimum(np.floor(self.core_rank * CORE_BINS), 2 * CORE_BINS)
-        return np.where(self.label > 0, self.label + 10 * (bins + 1), 0).astype(np.int16)
+        """The composite label of the dial file (``DIAL_CODES``): BraTS label + 10 (core percentile + 1) in the
+        tumour core, ED_CODE in the oedema, CSF_CODE + deep-CSF percentile, GM_CODE, WM_CODE, 0 outside."""
+        core_bins = np.minimum(np.floor(self.core_rank * CORE_BINS), CORE_BINS - 1)
+        csf_bins = np.minimum(np.floor(self.deep_csf_rank * CORE_BINS), CORE_BINS)
+        out = np.where(self.label > 0, self.label + 10 * (core_bins + 1), 0)
+        out = np.where(self.label == BRATS[ED], ED_CODE, out)
+        out = np.where(self.tissue == CSF, CSF_CODE + csf_bins, out)
+        return np.where(self.tissue == GM, GM_CODE, np.where(self.tissue == WM, WM_CODE, out)).astype(np.int16)
 
     def contrast_swap(self, percent: int) -> tuple[np.ndarray, np.ndarray]:
-        """The tumour voxels and the CSF voxels whose level the contrast dial swaps at ``percent``."""
-        return self.tumour_rank < percent / 100, self.csf_rank < percent / 100
+        """The tumour voxels and the grey-matter voxels whose level the contrast dial swaps at ``percent``."""
+        return self.tumour_rank < percent / 100, self.gm_rank < percent / 100
 
     def render(self, levels: np.ndarray, t1_like: bool, swap_percent: int | None = None) -> np.ndarray:
         """Clean image: tissue fractions x levels plus texture (the template's T1 detail, at full strength on
         T1-weighted contrasts, half and inverted elsewhere, as mni152). ``swap_percent``: the contrast dial puts
-        the swapped tumour at the CSF level and the swapped CSF at the oedema level."""
+        the swapped tumour at the CSF level and the swapped grey matter at the oedema level."""
         per_voxel = np.broadcast_to(levels.reshape(-1, *[1] * (self.fractions.ndim - 1)), self.fractions.shape).copy()
         if swap_percent is not None:
-            tumour, csf = self.contrast_swap(swap_percent)
+            tumour, grey = self.contrast_swap(swap_percent)
             # Partial-volume voxels go with the tumour voxels nearest to them: a threshold on the distance d.
             reach = np.inf if swap_percent >= 100 else np.max(self.d[tumour], initial=-np.inf)
             for k in (NCR, ED, ET):
                 per_voxel[k][self.d <= reach] = levels[CSF]
-            per_voxel[CSF][csf] = levels[ED]
+            per_voxel[GM][grey] = levels[ED]
         image = (self.fractions * per_voxel).sum(0)
         gain = (levels[WM] - levels[CSF]) / (self.means[WM] - self.means[CSF]) * (1.0 if t1_like else 0.5)
         tumour_part = self.fractions[NCR:].sum(0)
@@ -288,8 +302,8 @@ def generate_brainsim(root: Path, **options: Any) -> Path:
                 image = anatomy.render(base, BASE_CONTRAST in T1_LIKE, swap_percent=p)
                 seed = [params["seed"], i, MODALITIES.index(BASE_CONTRAST)]
                 _save(_finish(_scanner(site, image, SPACING, seed), anatomy.inside), folder / f"{sid}_cc{p}.nii.gz")
-                tumour, csf = anatomy.contrast_swap(p)
-                _save((tumour | csf).astype(np.uint8), folder / f"{sid}_risk-cc{p}.nii.gz")
+                tumour, grey = anatomy.contrast_swap(p)
+                _save((tumour | grey).astype(np.uint8), folder / f"{sid}_risk-cc{p}.nii.gz")
             dial = anatomy.dial_label()
             _save(anatomy.label, folder / f"{sid}_seg.nii.gz")
             _save(dial, folder / f"{sid}_dial.nii.gz")
@@ -300,26 +314,29 @@ def generate_brainsim(root: Path, **options: Any) -> Path:
     return generate_once(root, params, "brainsim", build)
 
 
-def dial_bins(raw: np.ndarray) -> np.ndarray:
-    """The dial bin of each voxel of a ``_dial`` label (-1 outside the tumour)."""
-    return np.where(raw > 0, raw // 10 - 1, -1)
-
-
 def lc_values(percent: int) -> frozenset[int]:
-    """Raw ``_dial`` values of the label-conflict source region at ``percent``: bins percent..percent+99."""
-    return frozenset(b + 10 * (k + 1) for b in BRATS.values() for k in range(percent, percent + CORE_BINS))
+    """Raw dial values of the label-conflict source region LC<p>: the core beyond its inner p %, and the
+    deepest CSF of p % of the core's volume."""
+    core = {b + 10 * (k + 1) for b in (BRATS[NCR], BRATS[ET]) for k in range(percent, CORE_BINS)}
+    return frozenset(core | {CSF_CODE + k for k in range(percent)})
 
 
 def label_risk(raw: np.ndarray, percent: int) -> np.ndarray:
     """Source region LC<p> XOR target region TC: where the label-conflict source and target disagree."""
-    bins = dial_bins(raw)
-    source = (bins >= percent) & (bins < percent + CORE_BINS)
-    target = np.isin(raw % 10, (BRATS[NCR], BRATS[ET])) & (raw > 0)
-    return source ^ target
+    return np.isin(raw, sorted(lc_values(percent))) ^ np.isin(raw, sorted(DIAL_REGIONS["TC"]))
 
 
-def _composite(brats: frozenset[int]) -> frozenset[int]:
-    return frozenset(b + 10 * (k + 1) for b in brats for k in range(2 * CORE_BINS + 1))
+_CORE = {b: frozenset(b + 10 * (k + 1) for k in range(CORE_BINS)) for b in (BRATS[NCR], BRATS[ET])}
+DIAL_REGIONS = {  # the BraTS regions and the normal tissues as sets of dial-label values
+    "NCR": _CORE[BRATS[NCR]],
+    "ED": frozenset({ED_CODE}),
+    "ET": _CORE[BRATS[ET]],
+    "TC": _CORE[BRATS[NCR]] | _CORE[BRATS[ET]],
+    "WT": _CORE[BRATS[NCR]] | _CORE[BRATS[ET]] | {ED_CODE},
+    "CSF": frozenset(range(CSF_CODE, CSF_CODE + CORE_BINS + 1)),
+    "GM": frozenset({GM_CODE}),
+    "WM": frozenset({WM_CODE}),
+}
 
 
 @DATASETS.register("brainsim")
@@ -342,9 +359,8 @@ class BrainSim(FeTS2021):
         self.params = json.loads((root / "brainsim.json").read_text())
         super().__init__(root, partitioning=partitioning)
         levels = self.params["levels"]
-        self.regions = {name: _composite(v) for name, v in FeTS2021.regions.items()}
-        self.regions.update({f"LC{p}": lc_values(p) for p in levels})
-        self.label_values = frozenset({0}) | _composite(frozenset(BRATS.values()))
+        self.regions = {**DIAL_REGIONS, **{f"LC{p}": lc_values(p) for p in levels}}
+        self.label_values = frozenset({0}).union(*DIAL_REGIONS.values())
         self.dial_modalities = [f"cc{p}" for p in levels]
 
     @classmethod

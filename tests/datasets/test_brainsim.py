@@ -15,9 +15,12 @@ from benchmarks.data import open_dataset
 from datasets.base import DATASETS, DataError
 from datasets.brainsim import (
     BRATS,
-    CSF,
+    CSF_CODE,
     ED,
+    ED_CODE,
     ET,
+    GM,
+    GM_CODE,
     NCR,
     Anatomy,
     BrainSim,
@@ -65,7 +68,7 @@ def test_brainsim_adapter_has_dial_regions_modalities_and_risk(small: Path) -> N
     sim = BrainSim(_root(small))
     assert DATASETS.get("brainsim") is BrainSim
     assert sim.modalities() == sorted(["t1", "t1ce", "t2", "flair", "cc0", "cc50", "cc100"])
-    assert {"NCR", "ED", "ET", "TC", "WT", "LC0", "LC50", "LC100"} == set(sim.regions)
+    assert {"NCR", "ED", "ET", "TC", "WT", "CSF", "GM", "WM", "LC0", "LC50", "LC100"} == set(sim.regions)
     subject = sim.subjects()[0]
     images, raw, _ = load_subject(subject, sim.modalities(), sim.label_values)
     seg = nib.load(str(subject.label).replace("_dial", "_seg")).get_fdata()
@@ -84,36 +87,42 @@ def test_brainsim_adapter_has_dial_regions_modalities_and_risk(small: Path) -> N
         assert abs((target & ~source).sum() - p / 100 * target.sum()) <= 1 + 0.01 * target.sum()
         risk = nib.load(str(sim.risk_map(subject, sim.parse_task(f"*-t1ce-LC{p}"), tc))).get_fdata() > 0
         assert np.array_equal(risk, source ^ target)
-    assert not (np.isin(raw, sorted(sim.regions["LC100"])) & target).any()
+    lc100 = np.isin(raw, sorted(sim.regions["LC100"]))
+    assert not (lc100 & target).any() and np.isin(raw[lc100], sorted(sim.regions["CSF"])).all()
+    ventricles = lc100.nonzero()  # the deepest CSF: near the brain's centre, far from its surface
+    assert np.abs(np.mean(ventricles[0]) - 32) < 8
 
 
 def test_label_mechanism_hand_built() -> None:
-    """A 1-D tumour of 4 core voxels (bins 0, 25, 50, 75) and 4 oedema voxels (bins 100..175) at level 50%."""
-    brats = np.array([1, 1, 4, 4, 2, 2, 2, 2, 0])
-    bins = np.array([0, 25, 50, 75, 100, 125, 150, 175, -1])
-    raw = np.where(brats > 0, brats + 10 * (bins + 1), 0)
+    """Four core voxels (percentiles 0, 25, 50, 75), one oedema, four CSF voxels (depth percentiles 0, 30, 60,
+    100 of the core's volume), one grey-matter voxel, one outside: level 50%."""
+    raw = np.array(
+        [1 + 10, 1 + 10 * 26, 4 + 10 * 51, 4 + 10 * 76, ED_CODE, CSF_CODE, CSF_CODE + 30, CSF_CODE + 60]
+        + [CSF_CODE + 100, GM_CODE, 0]
+    )
     source = np.isin(raw, sorted(lc_values(50)))
-    assert source.tolist() == [False, False, True, True, True, True, False, False, False]
-    assert label_risk(raw, 50).tolist() == [True, True, False, False, True, True, False, False, False]
-    assert not label_risk(raw, 0).any() and label_risk(raw, 100).tolist() == [True] * 8 + [False]
+    assert source.tolist() == [False, False, True, True, False, True, True, False, False, False, False]
+    assert label_risk(raw, 50).tolist() == [True, True, False, False, False, True, True, False, False, False, False]
+    assert not label_risk(raw, 0).any()
+    assert label_risk(raw, 100).tolist() == [True] * 4 + [False] + [True] * 3 + [False] * 3
 
 
 def test_contrast_mechanism_hand_built() -> None:
-    """Five voxels: three tumour voxels at distances 0.2, 0.6, 1.2 and two CSF voxels, at level 50%."""
+    """Five voxels: three tumour voxels at distances 0.2, 0.6, 1.2 and two grey-matter voxels, at level 50%."""
     anatomy = object.__new__(Anatomy)
     anatomy.inside = np.ones(5, dtype=bool)
     anatomy.d = np.array([0.2, 0.6, 1.2, 5.0, 6.0])
     anatomy.tumour_rank = np.array([0 / 3, 1 / 3, 2 / 3, np.inf, np.inf])
-    anatomy.csf_rank = np.array([np.inf, np.inf, np.inf, 0.0, 0.5])
+    anatomy.gm_rank = np.array([np.inf, np.inf, np.inf, 0.0, 0.5])
     anatomy.fractions = np.zeros((6, 5))
-    for voxel, tissue in enumerate((NCR, ET, ED, CSF, CSF)):
+    for voxel, tissue in enumerate((NCR, ET, ED, GM, GM)):
         anatomy.fractions[tissue, voxel] = 1.0
     anatomy.means, anatomy.texture, anatomy.tumour_texture = np.array([0.4, 0.6, 0.8]), np.zeros(5), np.zeros(5)
     levels = np.array([0.1, 0.5, 0.4, 0.6, 0.9, 0.8])  # CSF GM WM NCR ED ET
-    tumour, csf = anatomy.contrast_swap(50)
-    assert tumour.tolist() == [True, True, False, False, False] and csf.tolist() == [False] * 3 + [True, False]
-    np.testing.assert_allclose(anatomy.render(levels, False, 50), [0.1, 0.1, 0.9, 0.9, 0.1])
-    np.testing.assert_allclose(anatomy.render(levels, False, 0), [0.6, 0.8, 0.9, 0.1, 0.1])
+    tumour, grey = anatomy.contrast_swap(50)
+    assert tumour.tolist() == [True, True, False, False, False] and grey.tolist() == [False] * 3 + [True, False]
+    np.testing.assert_allclose(anatomy.render(levels, False, 50), [0.1, 0.1, 0.9, 0.9, 0.5])
+    np.testing.assert_allclose(anatomy.render(levels, False, 0), [0.6, 0.8, 0.9, 0.5, 0.5])
     np.testing.assert_allclose(anatomy.render(levels, False, 100), [0.1, 0.1, 0.1, 0.9, 0.9])
 
 
@@ -121,7 +130,7 @@ def test_contrast_risk_files_mark_the_swapped_tissue(small: Path) -> None:
     sim = BrainSim(_root(small))
     for subject in sim.subjects():
         images, raw, _ = load_subject(subject, ["flair", "cc0", "cc50", "cc100"], sim.label_values)
-        tumour = raw > 0
+        tumour = np.isin(raw, sorted(sim.regions["WT"]))
         path = sim.risk_map(subject, sim.parse_task("*-flair-WT"), sim.parse_task("*-cc50-WT"))
         risk = nib.load(str(path)).get_fdata() > 0
         assert 0.45 < (risk & tumour).sum() / tumour.sum() < 0.55
@@ -185,9 +194,10 @@ def test_existing_set_refuses_generation_options(small: Path) -> None:
     with pytest.raises(DataError, match="takes no generation options"):
         BrainSim(_root(small), subjects=10)
     assert BRATS == {NCR: 1, ED: 2, ET: 4}
-    raw = np.array([0, 1 + 10, 2 + 10 * 101, 4 + 10 * 60])
+    raw = np.array([0, 1 + 10, ED_CODE, 4 + 10 * 60, CSF_CODE, GM_CODE])
     sim = BrainSim(_root(small))
-    np.testing.assert_array_equal(map_labels(raw, sim.parse_task("*-t1ce-TC"), sim.regions), [0, 1, 0, 1])
+    np.testing.assert_array_equal(map_labels(raw, sim.parse_task("*-t1ce-TC"), sim.regions), [0, 1, 0, 1, 0, 0])
+    np.testing.assert_array_equal(map_labels(raw, sim.parse_task("*-t1-CSF+GM"), sim.regions), [0, 0, 0, 0, 1, 2])
 
 
 def test_trm_oracle_gets_the_transfer_risk_and_is_refused_without_it(small: Path, tmp_path: Path) -> None:
