@@ -58,15 +58,19 @@ _REPORT: _Report | None = None
 
 @contextmanager
 def reporting(path: Path) -> Iterator[None]:
-    """Report the cell run inside the block to ``path`` (``begin``, ``tick``); the file is removed at the end."""
+    """Report the cell run inside the block to ``path`` (``begin``, ``tick``).
+
+    The last report stays until the driver has counted the finished cell (``Progress.finished`` removes it),
+    so its steps never drop out of the time left in between.
+    """
     global _REPORT
     _REPORT = _Report(Path(path))
     _REPORT.write()
     try:
         yield
+        _REPORT.write()
     finally:
         _REPORT = None
-        Path(path).unlink(missing_ok=True)
 
 
 def begin(phase: str, total: int) -> None:
@@ -167,6 +171,8 @@ class Progress:
             self.count += 1
             self.done += self.weight.get(cell.key, 0)
             self.finished_keys.add(cell.key)
+            if self.store is not None:
+                self.store.progress_path(cell.key).unlink(missing_ok=True)
             self.last = time.monotonic()
             return self.status(self.running())
 

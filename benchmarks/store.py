@@ -57,7 +57,7 @@ class Store:
         return "failed" if state == "lost" else state
 
     def progress_path(self, key: str) -> Path:
-        """Where a running cell reports its phase and step (``benchmarks.progress``); gone once it finished."""
+        """Where a running cell reports its phase and step (``benchmarks.progress``); gone once the run counted it."""
         return self.cells / f".{key}.running"
 
     def state(self, key: str) -> str | None:

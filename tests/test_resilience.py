@@ -125,6 +125,7 @@ def test_killed_runs_resume_without_losing_or_duplicating(
 
     args = _setup(grid_phantom, cache_with_subjects, tmp_path, "finetune, scratch", source_steps=20)
     args += ["--seeds", "0", "1", "2"]  # 6 cells: enough left after the kills of step 3 to keep the pool going
+    args += ["--jobs", "1"]  # one cell at a time but in step 3: a kill point then holds for the whole job
     out, sources, log = tmp_path / "out", tmp_path / "cache" / "sources", tmp_path / "runs.log"
 
     # 1. The whole job killed while a source model trains: nothing is stored, no checkpoint appears.
