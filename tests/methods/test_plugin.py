@@ -25,28 +25,32 @@ def code_block(lang: str, first_line: str | None = None) -> str:
     return matching[0]
 
 
+def install(root: Path, name: str, modules: dict[str, str], entry_points: dict[str, dict[str, str]]) -> None:
+    """A distribution ``name`` on sys.path at ``root`` (what ``pip install`` leaves behind): package ``name`` holding
+    ``modules`` (file name -> source), and ``entry_points`` (group -> {entry-point name: module})."""
+    package = root / name
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    for file, source in modules.items():
+        (package / file).write_text(source)
+    info = root / f"{name}-0.1.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: 0.1.0\n")
+    lines = [f"[{group}]\n" + "".join(f"{k} = {v}\n" for k, v in eps.items()) for group, eps in entry_points.items()]
+    (info / "entry_points.txt").write_text("\n".join(lines))
+
+
 @pytest.fixture
 def installed_plugin(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """Install the guide's package as a distribution on sys.path (what ``pip install`` leaves behind)."""
     import tomllib  # stdlib from Python 3.11 (imported here so import sorting is the same for any target)
 
     project = tomllib.loads(code_block("toml"))["project"]
-    package = tmp_path / "mypkg"
-    package.mkdir()
-    (package / "__init__.py").write_text("")
-    (package / "mymethod.py").write_text(code_block("python", "# mypkg/mymethod.py"))
-    info = tmp_path / f"{project['name']}-{project['version']}.dist-info"
-    info.mkdir()
-    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {project['name']}\nVersion: {project['version']}\n")
-    lines = [
-        f"[{group}]\n" + "".join(f"{k} = {v}\n" for k, v in eps.items())
-        for group, eps in project["entry-points"].items()
-    ]
-    (info / "entry_points.txt").write_text("\n".join(lines))
+    assert project["name"] == "mypkg"
+    install(tmp_path, "mypkg", {"mymethod.py": code_block("python", "# mypkg/mymethod.py")}, project["entry-points"])
     monkeypatch.syspath_prepend(str(tmp_path))
-    monkeypatch.setattr(METHODS, "_items", dict(METHODS._items))  # the plugin's registration is undone
-    monkeypatch.setattr(METHODS, "_plugins_loaded", False)
-    yield
+    with METHODS.isolated():  # the plugin's registration is undone
+        yield
     for name in ("mypkg.mymethod", "mypkg"):
         sys.modules.pop(name, None)
 
@@ -97,3 +101,77 @@ def test_plugin_passes_the_conformance_checker(installed_plugin: None, capsys: p
 
     assert main(["mymethod"]) == 0
     assert "mymethod: 2 passed, 0 failed" in capsys.readouterr().out
+
+
+GOOD_PLUGINS = {  # group -> (registry module, registry name, a module registering "zzz-good")
+    "ntbench.methods": (
+        "methods.base",
+        "METHODS",
+        "from methods import Method, register_method\n\n\n@register_method('zzz-good')\nclass Good(Method):\n"
+        "    '''Plain fine-tuning.'''\n",
+    ),
+    "ntbench.backbones": (
+        "benchmarks.backbones",
+        "BACKBONES",
+        "from benchmarks.backbones import BACKBONES\n\nBACKBONES.register('zzz-good')(lambda c, k: None)\n",
+    ),
+    "ntbench.datasets": (
+        "datasets.base",
+        "DATASETS",
+        "from datasets.base import DATASETS\n\n\n@DATASETS.register('zzz-good')\nclass Good:\n    pass\n",
+    ),
+    "ntbench.estimators": (
+        "methods.estimators.base",
+        "ESTIMATORS",
+        "from methods.estimators.base import ESTIMATORS\n\n\n@ESTIMATORS.register('zzz-good')\nclass Good:\n    pass\n",
+    ),
+}
+
+
+@pytest.mark.parametrize("group", sorted(GOOD_PLUGINS))
+def test_a_broken_plugin_is_named_and_the_others_still_load(
+    group: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An installed entry point whose module fails to import is reported by name; the plugins after it load."""
+    import importlib
+
+    from benchmarks.core.registry import PluginWarning, UnknownNameError
+
+    module, attr, good = GOOD_PLUGINS[group]
+    registry = getattr(importlib.import_module(module), attr)
+    modules = {"broken.py": "raise ImportError('needs libfoo')\n", "good.py": good}
+    install(
+        tmp_path, "fakeplugins", modules, {group: {"aaa-broken": "fakeplugins.broken", "zzz-good": "fakeplugins.good"}}
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    try:
+        with registry.isolated():
+            with pytest.warns(
+                PluginWarning, match=r"plugin 'aaa-broken' .*fakeplugins\.broken: ImportError: needs libfoo"
+            ):
+                names = registry.names()
+            assert "zzz-good" in names and "aaa-broken" not in names
+            assert registry.names() == names  # asked again: the same list, no error
+            with pytest.raises(
+                UnknownNameError, match=r"failed to load: aaa-broken \(fakeplugins\.broken: ImportError"
+            ):
+                registry.get("aaa-broken")
+    finally:
+        monkeypatch.undo()  # the fake distribution leaves sys.path
+        for name in ("fakeplugins.good", "fakeplugins.broken", "fakeplugins"):
+            sys.modules.pop(name, None)
+    assert "zzz-good" not in registry.names()  # isolated() undid the registration
+
+
+def test_temporarily_registers_for_the_block_only() -> None:
+    from methods.base import Method
+
+    class Plain(Method):
+        """Plain fine-tuning."""
+
+    with METHODS.temporarily("test-plain", Plain) as cls:
+        assert METHODS.get("test-plain") is cls and cls.name == "test-plain"
+        with pytest.raises(ValueError, match="already registered"):
+            with METHODS.temporarily("test-plain", Plain):
+                pass
+    assert "test-plain" not in METHODS
