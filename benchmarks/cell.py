@@ -53,6 +53,10 @@ def code_version() -> str:
         return "unknown"
 
 
+class CellSkipped(Exception):
+    """The cell's method declines its backbone or target task (``Method.check``); the message is the reason."""
+
+
 @dataclass(frozen=True)
 class CellData:
     """A cell's tasks and subjects, parsed and looked up once, then used by every stage of the cell."""
@@ -91,10 +95,17 @@ def _evaluate(model: torch.nn.Module, data: OpenDataset, resolved: CellData, dev
 def fine_tune(
     cell: Cell, data: OpenDataset, cache_dir: Path, device: torch.device, resolved: CellData | None = None
 ) -> tuple[SegModel, SegModel | None, Method]:
-    """Build, prepare and train the cell's target model: (target, frozen source or None, method)."""
+    """Build, prepare and train the cell's target model: (target, frozen source or None, method).
+
+    Raises ``CellSkipped`` with the method's reason, before anything is trained, when ``Method.check`` declines
+    the cell's backbone (built bare, without weights) and target task.
+    """
     resolved = resolved or resolve(cell, data)
     method = METHODS.get(cell.method)(**cell.method_params)
     task = resolved.target
+    reason = method.check(build_backbone(cell.backbone, 1, task.num_classes, size=cell.budget.size), task)
+    if reason:
+        raise CellSkipped(reason)
     train_set = SliceDataset(data.slices(task, resolved.train_ids), augment=cell.budget.augment, seed=cell.seed)
     source = None
     if method.init == "source":
@@ -194,14 +205,17 @@ def setting_columns(cell: Cell) -> dict:
     }
 
 
-def failed_frame(cell: Cell, has_groups: bool, error: str, device: str, wall_s: float = 0.0) -> pd.DataFrame:
-    """The single ``failed`` row that stands for a cell that produced no results."""
+def failed_frame(
+    cell: Cell, has_groups: bool, error: str, device: str, wall_s: float = 0.0, status: str = "failed"
+) -> pd.DataFrame:
+    """The single ``failed`` (or ``skipped``, with the method's reason) row of a cell that produced no results."""
     empty = {"subject_id": "", "region": "", "dice": float("nan"), "hd95": float("nan")}
-    return cell_frame(cell, has_groups, [empty], {}, "failed", error, device, wall_s)
+    return cell_frame(cell, has_groups, [empty], {}, status, error, device, wall_s)
 
 
 def run_cell(cell: Cell, data: OpenDataset, store: Store, cache_dir: Path, device: torch.device) -> pd.DataFrame:
-    """Run one cell and write its rows; a failure is stored as one ``failed`` row with its traceback.
+    """Run one cell and write its rows; a failure is stored as one ``failed`` row with its traceback, a cell its
+    method declines (``CellSkipped``) as one ``skipped`` row with the reason.
 
     Failures include a diverged loss (``TrainingDiverged``) and running out of memory
     (``torch.OutOfMemoryError``): the reason is the first line of the ``error`` column. Torch runs
@@ -215,6 +229,8 @@ def run_cell(cell: Cell, data: OpenDataset, store: Store, cache_dir: Path, devic
         frame = cell_frame(cell, has_groups, rows, extra, "ok", "", str(device), time.time() - start)
     except (KeyboardInterrupt, SystemExit):
         raise
+    except CellSkipped as exc:
+        frame = failed_frame(cell, has_groups, str(exc), str(device), time.time() - start, status="skipped")
     except Exception as exc:  # noqa: BLE001 - any failure of a cell is recorded, the grid goes on
         error = f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=8)}"
         frame = failed_frame(cell, has_groups, error, str(device), time.time() - start)

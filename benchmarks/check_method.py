@@ -5,14 +5,15 @@ source pretraining, target initialisation, ``prepare``, the training loop) on a 
 and checks what every method must guarantee (docs/design.md §Methods):
 
 - every declared hyperparameter has a default and one-line help; unknown names and values of the wrong
-  type or outside the declared choices raise ``MethodConfigError``;
+  type, outside the declared choices or outside the declared range raise ``MethodConfigError``;
 - a few steps on every backbone give finite losses and finite weights;
 - the same seed gives the same weights;
 - parameters the method keeps out of training (``requires_grad=False`` or in no optimiser group) are
   unchanged after training;
 - nothing loads a test or validation subject while the method is prepared and trained.
 
-Exit 0 when every check passes, 1 with each failing check named, 2 for bad usage.
+A backbone the method declines (``Method.check`` gives a reason) is reported as ``SKIP`` with the reason.
+Exit 0 when every check passes or is skipped, 1 with each failing check named, 2 for bad usage.
 """
 
 from __future__ import annotations
@@ -25,6 +26,10 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from methods.base import HParam
 
 STEPS = 3
 BAD_TEXT = "not-a-value"
@@ -39,9 +44,22 @@ class Result:
     check: str
     ok: bool
     reason: str = ""
+    skipped: bool = False  # the method declined the backbone (ok, with the method's reason)
 
     def line(self) -> str:
+        if self.skipped:
+            return f"SKIP {self.check}: {self.reason}"
         return f"PASS {self.check}" if self.ok else f"FAIL {self.check}: {self.reason}"
+
+
+def _outside(spec: HParam) -> list[float]:
+    """Values just outside a declared range: its low bound when open, else one below it; one above its high bound."""
+    values = []
+    if spec.low is not None:
+        values.append(spec.low if spec.low_open else spec.low - 1)
+    if spec.high is not None:
+        values.append(spec.high + 1)
+    return values
 
 
 def check_declarations(name: str) -> None:
@@ -59,6 +77,7 @@ def check_declarations(name: str) -> None:
             bad.append((f"{key} outside its choices", {key: BAD_TEXT}))
         elif spec.default is not None and not isinstance(spec.default, str):
             bad.append((f"{key} of the wrong type", {key: BAD_TEXT}))
+        bad += [(f"{key}={value!r} outside {spec.allowed()}", {key: value}) for value in _outside(spec)]
     for what, params in bad:
         try:
             cls(**params)
@@ -190,9 +209,13 @@ def run_checks(name: str, backbones: list[str]) -> list[Result]:
     results: list[Result] = []
 
     def record(check: str, fn: Callable[[], None]) -> None:
+        from benchmarks.cell import CellSkipped
+
         try:
             fn()
             results.append(Result(check, True))
+        except CellSkipped as exc:
+            results.append(Result(check, True, str(exc), skipped=True))
         except CheckFailed as exc:
             results.append(Result(check, False, str(exc)))
         except Exception as exc:  # noqa: BLE001 - a crash inside the method is a failed check, with its reason
@@ -227,7 +250,9 @@ def main(argv: list[str] | None = None) -> int:
     for result in results:
         print(result.line())
     failed = [r for r in results if not r.ok]
-    print(f"{args.name}: {len(results) - len(failed)} passed, {len(failed)} failed")
+    skipped = sum(r.skipped for r in results)
+    passed = len(results) - len(failed) - skipped
+    print(f"{args.name}: {passed} passed, {len(failed)} failed" + (f", {skipped} skipped" if skipped else ""))
     return 1 if failed else 0
 
 

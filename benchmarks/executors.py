@@ -100,7 +100,7 @@ def worker_device(text: str) -> torch.device:
 
 
 def execute_cell(cell: Cell, data_spec: Path, store_root: Path, cache_dir: Path, device: str = "auto") -> str:
-    """Run one cell in this process and write its rows; returns ``ok`` or ``failed``.
+    """Run one cell in this process and write its rows; returns ``ok``, ``failed`` or ``skipped``.
 
     The entry point of every executor's workers (picklable, top level). The cell runs ``cell.threads``
     torch threads; its phase and step go to ``Store.progress_path`` for the driver's heartbeat.
@@ -353,13 +353,15 @@ class Tally:
     ok: int = 0
     failed: int = 0
     lost: int = 0
+    declined: int = 0  # skipped by their method (``Method.check``), each with its reason
     skipped: int = 0
     wall_s: float = 0.0
 
     def line(self, label: str) -> str:
         lost = f" ({self.lost} lost: rerun to redo)" if self.lost else ""
+        declined = f", {self.declined} skipped by their method" if self.declined else ""
         return (
-            f"{label}: {self.ok} ok, {self.failed} failed{lost}, {self.skipped} skipped (already done) "
+            f"{label}: {self.ok} ok, {self.failed} failed{lost}{declined}, {self.skipped} skipped (already done) "
             f"in {self.wall_s:.1f} s"
         )
 
@@ -421,7 +423,8 @@ def run_grid(
             if state != "ok" and rows is not None:
                 print("    " + rows["error"].iloc[0].splitlines()[0][:300], file=log, flush=True)
             tally.ok += state == "ok"
-            tally.failed += state != "ok"
+            tally.failed += state not in ("ok", "skipped")
             tally.lost += state == "lost"
+            tally.declined += state == "skipped"
     tally.wall_s = time.time() - start
     return tally

@@ -97,7 +97,7 @@ def build_cells(suite: Suite, params: dict[str, dict], data: OpenDataset, checkp
     """
     from benchmarks.backbones import build_backbone
 
-    model = build_backbone(suite.backbone, 1, 2, checkpoint, size=suite.budget.size)  # unknown, or a misfit
+    build_backbone(suite.backbone, 1, 2, checkpoint, size=suite.budget.size)  # refuses an unknown one, or a misfit
     cells = [replace(cell, **cell_identity(data, checkpoint)) for cell in grid_cells(suite, params)]
     for source, target in suite.transfers:
         data.task(source)
@@ -105,16 +105,16 @@ def build_cells(suite: Suite, params: dict[str, dict], data: OpenDataset, checkp
         for seed in suite.seeds:
             for k in suite.few_shot:
                 data.train_ids(target_task, k, seed)
-    check_methods(cells, model, data)
+    check_methods(cells, data)
     return cells
 
 
-def check_methods(cells: list[Cell], model: object, data: OpenDataset) -> None:
-    """Each (method, parameters, transfer) of the grid passes ``Method.check`` before any work starts.
+def check_methods(cells: list[Cell], data: OpenDataset) -> None:
+    """Each (method, parameters, transfer) of the grid can run before any work starts.
 
-    An impossible pair (e.g. freezing an encoder the backbone does not declare, or the trm oracle on a
-    transfer without ground-truth risk maps) is a one-line ``MethodConfigError`` here, never a trained
-    source model followed by a failed cell.
+    An impossible request (the trm oracle on a transfer without ground-truth risk maps) is a one-line
+    ``MethodConfigError`` here, never a trained source model followed by a failed cell. A method that
+    declines a backbone or task (``Method.check``) is not an error: that cell is skipped with the reason.
     """
     from methods import METHODS, MethodConfigError
 
@@ -125,9 +125,7 @@ def check_methods(cells: list[Cell], model: object, data: OpenDataset) -> None:
             continue
         seen.add(key)
         method = METHODS.get(cell.method)(**cell.method_params)
-        target = data.task(cell.target_task)
-        method.check(model, target)
-        if method.needs_risk_maps() and not data.has_risk(data.task(cell.source_task), target):
+        if method.needs_risk_maps() and not data.has_risk(data.task(cell.source_task), data.task(cell.target_task)):
             raise MethodConfigError(
                 f"method {cell.method!r} with {cell.method_params} needs ground-truth risk maps, and dataset "
                 f"{data.name!r} has none for {cell.source_task} -> {cell.target_task} (brainsim dial transfers have)"

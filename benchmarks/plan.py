@@ -193,10 +193,11 @@ def dry_run(
         label = "todo" if state is None else f"{state} ({'rerun' if c.key in rerun else 'kept'})"
         key = c.key if data is not None else "(after data)"
         lines.append(f"{key:<16}  {c.method:<12} {c.transfer:<28} {c.seed:>4} {c.few_shot:>3}  {label}")
-    count = {s: sum(v == s for v in states.values()) for s in ("ok", "failed", "lost")}
+    count = {s: sum(v == s for v in states.values()) for s in ("ok", "failed", "lost", "skipped")}
+    declined = f"{count['skipped']} skipped by their method, " if count["skipped"] else ""
     lines.append(
         f"{len(cells)} cells: {count['ok']} done, {count['failed']} failed, {count['lost']} lost "
-        f"(worker died), {len(todo)} to run. A failed cell counts as done and is not rerun unless "
+        f"(worker died), {declined}{len(todo)} to run. A failed cell counts as done and is not rerun unless "
         "--retry-failed; a lost cell is rerun."
     )
     sources = sources_to_train(todo, cache_dir)

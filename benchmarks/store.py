@@ -52,7 +52,7 @@ class Store:
         return self.cells / f"{key}.parquet"
 
     def status(self, key: str) -> str | None:
-        """``ok``/``failed`` for a finished cell, None when absent."""
+        """``ok``/``failed``/``skipped`` (its method declined it) for a finished cell, None when absent."""
         state = self.state(key)
         return "failed" if state == "lost" else state
 
@@ -71,6 +71,8 @@ class Store:
         rows = pd.read_parquet(path, columns=["status", "error"])
         if self.threads is not None and self.recorded_threads(key) not in (None, self.threads):
             return None  # computed before the thread count was in the key (``rekey`` moves it)
+        if (rows["status"] == "skipped").all():
+            return "skipped"
         failed = rows[rows["status"] == "failed"]
         if failed.empty:
             return "ok"

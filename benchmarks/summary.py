@@ -130,8 +130,9 @@ def run_summary(
         kind = f"{kind.iloc[0]}, " if len(kind) else ""
         steps = ", ".join(str(s) for s in sorted(sub["target_steps"].unique()))
         lines.append(f"\n{source or 'scratch'} -> {target}  ({kind}K={k or 'all'}, {steps} target steps)")
-        groups = [(_label(*name), grp) for name, grp in sub.groupby(["variant", "tuned_trials", "lr"], dropna=False)]
-        width = max(32, *(len(label) for label, _ in groups))
+        ran = sub[sub["status"] != "skipped"]  # a cell its method declined (Method.check) is listed with its reason
+        groups = [(_label(*name), grp) for name, grp in ran.groupby(["variant", "tuned_trials", "lr"], dropna=False)]
+        width = max([32, *(len(label) for label, _ in groups)])
         lines.append(f"  {'method':<{width}} {'Dice':>15} {'n':>5} {'seeds':>6} {'failed':>7}")
         for label, grp in groups:
             ok = grp[grp["status"] == "ok"]
@@ -139,6 +140,8 @@ def run_summary(
             failed = grp.loc[grp["status"] == "failed", "cell_key"].nunique()
             dice = f"{mean:.3f} ± {std:.3f}" if len(ok) else "-"
             lines.append(f"  {label:<{width}} {dice:>15} {len(ok):>5} {ok['seed'].nunique():>6} {failed:>7}")
+        declined = sub.loc[sub["status"] == "skipped", ["variant", "error"]].drop_duplicates()
+        lines += [f"  skipped: {variant}: {reason}" for variant, reason in declined.itertuples(index=False)]
         lines.append(_verdict(sub, out, margin))
     lines += _footer(rows, cells, out, smoke, margin)
     return "\n".join(lines)

@@ -205,8 +205,8 @@ def trial_value(store: Store, cells: list[Cell]) -> float | None:
 
 
 def done(store: Store, cell: Cell) -> bool:
-    """A trial cell counts as done once it is ok or failed (a lost cell reruns)."""
-    return store.state(cell.key) in ("ok", "failed")
+    """A trial cell counts as done once it is ok, failed or skipped (a lost cell reruns)."""
+    return store.state(cell.key) in ("ok", "failed", "skipped")
 
 
 def tune(

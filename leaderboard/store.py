@@ -175,26 +175,30 @@ def _format_value(value: object) -> str:
 
 
 def failed_cells(df: pd.DataFrame) -> pd.DataFrame:
-    """One row per failed cell: its variant, configuration and reason."""
-    failed = df[df["status"] != "ok"]
+    """One row per failed cell: its variant, configuration and reason (a ``skipped`` cell is missing, not failed)."""
+    failed = df[~df["status"].isin(["ok", "skipped"])]
     columns = ["variant", *CELL_CONFIG, "cell_key", "error"]
     return failed[columns].drop_duplicates("cell_key").sort_values(columns[:-1]).reset_index(drop=True)
 
 
 def missing_cells(df: pd.DataFrame, scratch: str | None) -> pd.DataFrame:
-    """Cells that a suite's other variants have but one of its variants lacks (neither ok nor failed).
+    """Cells that a suite's other variants have but one of its variants lacks (neither ok nor failed), with a
+    ``reason``: the method's own for a cell it skipped (a ``skipped`` row, ``Method.check``), else empty.
 
     Per suite: a transfer variant of that suite is expected on every (transfer, backbone, few_shot,
     budget, seed) the suite ran; its scratch on every (target task, backbone, few_shot, budget, seed).
     A cell counts as present when any suite ran it (the runner reuses cells across suites).
     """
-    frames = [_missing(part, df, scratch) for _, part in df.groupby("suite", sort=True)]
+    ran = df[df["status"] != "skipped"]
+    frames = [_missing(part, ran, scratch) for _, part in df.groupby("suite", sort=True)]
     frames = [f for f in frames if not f.empty]
     config = list(CELL_CONFIG)
     if not frames:
-        return pd.DataFrame(columns=["variant", *config])
+        return pd.DataFrame(columns=["variant", *config, "reason"])
     missing = pd.concat(frames, ignore_index=True).drop_duplicates()
-    return missing.sort_values(["variant", *config]).reset_index(drop=True)
+    reasons = df.loc[df["status"] == "skipped", ["variant", *config, "error"]].rename(columns={"error": "reason"})
+    missing = missing.merge(reasons.drop_duplicates(["variant", *config]), on=["variant", *config], how="left")
+    return missing.fillna({"reason": ""}).sort_values(["variant", *config]).reset_index(drop=True)
 
 
 def _missing(suite: pd.DataFrame, everything: pd.DataFrame, scratch: str | None) -> pd.DataFrame:

@@ -394,10 +394,10 @@ def failed_table(report: Report) -> Table:
 
 
 def missing_table(report: Report) -> Table:
-    """Cells that other methods of the same suite have and a method lacks."""
+    """Cells that other methods of the same suite have and a method lacks, with the method's reason if it skipped it."""
     m = report.provenance["missing"]
-    rows = [[*_cell_identity(r), TableCell(str(r.target_steps))] for r in m.itertuples()]
-    return Table(f"Missing cells ({len(m)})", ["Method", "Transfer", "Seed", "Few-shot", "Steps"], rows)
+    rows = [[*_cell_identity(r), TableCell(str(r.target_steps)), TableCell(r.reason)] for r in m.itertuples()]
+    return Table(f"Missing cells ({len(m)})", ["Method", "Transfer", "Seed", "Few-shot", "Steps", "Reason"], rows)
 
 
 def provenance_lines(report: Report) -> list[str]:

@@ -80,12 +80,60 @@ class Space:
 
 @dataclass(frozen=True)
 class HParam:
-    """A declared hyperparameter: default, one-line help, optional allowed values, search space."""
+    """A declared hyperparameter: default, one-line help, the values it allows, and where tuning searches it.
+
+    Allowed values are ``choices``, or a range from ``low`` to ``high`` (inclusive; ``low_open``: the low bound
+    excluded; a missing bound is unbounded); the base class refuses anything else in one message format. The
+    search space derives from them (the choices, or a bounded range: ``int`` for an integer default, else
+    ``uniform``) unless ``space`` gives one (log scale, or narrower), which must lie inside them.
+
+    >>> HParam(0.01, "weight of the penalty", low=0, space=Space("log", 1e-4, 1.0))
+    >>> HParam("encoder", "part kept frozen", choices=("encoder", "encoder+decoder"))
+    """
 
     default: Any
     help: str
     choices: tuple[Any, ...] | None = None
     space: Space | None = None
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False
+
+    def __post_init__(self) -> None:
+        if self.space is None:
+            object.__setattr__(self, "space", self._derived_space())
+        if not self.admits(self.default):
+            raise MethodConfigError(f"default {self.default!r} not in {self.allowed()}")
+        space = self.space
+        ends = () if space is None else space.choices if space.kind == "choice" else (space.low, space.high)
+        outside = [v for v in ends if not self.admits(v)]
+        if outside:
+            raise MethodConfigError(f"search space {space} reaches {outside[0]!r}, not in {self.allowed()}")
+
+    def _derived_space(self) -> Space | None:
+        if self.choices is not None:
+            return Space("choice", choices=tuple(self.choices))
+        if self.low is None or self.high is None:
+            return None
+        integer = isinstance(self.default, int) and not isinstance(self.default, bool)
+        return Space("int" if integer else "uniform", self.low, self.high)
+
+    def admits(self, value: Any) -> bool:
+        """Whether ``value`` (already of the declared type) is among the choices and inside the range."""
+        if self.choices is not None and value not in self.choices:
+            return False
+        if self.low is not None and not (value > self.low if self.low_open else value >= self.low):
+            return False
+        return self.high is None or value <= self.high
+
+    def allowed(self) -> str:
+        """The allowed values as text: ``['a', 'b']`` or an interval such as ``[0, inf)``, ``(0, 1]``."""
+        if self.choices is not None:
+            return str(list(self.choices))
+        if self.low is None and self.high is None:
+            return "any value"
+        low = "(-inf" if self.low is None else f"{'(' if self.low_open else '['}{self.low:g}"
+        return f"{low}, {'inf)' if self.high is None else f'{self.high:g}]'}"
 
 
 def _coerce(method: str, key: str, value: Any, default: Any) -> Any:
@@ -116,10 +164,15 @@ class Method:
     differs) or ``"random"``.
     """
 
-    name: ClassVar[str] = ""
+    name: ClassVar[str] = ""  # set by the registry: the name the method is registered under
     hparams: ClassVar[dict[str, HParam]] = {}
     init: ClassVar[str] = "source"
-    requires: ClassVar[tuple[str, ...]] = ()  # structure a backbone must declare, e.g. ("encoder_stages",)
+    # Structure a backbone must declare, e.g. ("encoder_stages",); ``check`` skips a cell whose backbone lacks it and
+    # ``prepare`` refuses such a model. An instance may narrow it from its hyperparameters (``freeze``'s scope).
+    requires: tuple[str, ...] = ()
+    # Bumped (1, 2, ...) whenever the method's results change for the same inputs (its maths, a default's meaning):
+    # cell keys hash it from 2 on, so cells computed by an older version are never reused (docs/design.md §Vocabulary).
+    version: ClassVar[int] = 1
     # Hyperparameters added after the method's first release, with the value every earlier cell ran with: a cell
     # key leaves them out at that value, so finished results keep their keys (docs/design.md §Vocabulary).
     key_stable_defaults: ClassVar[dict[str, Any]] = {}
@@ -132,31 +185,41 @@ class Method:
         self.params: dict[str, Any] = {}
         for key, spec in self.hparams.items():
             value = _coerce(self.name, key, params.get(key, spec.default), spec.default)
-            if spec.choices is not None and value not in spec.choices:
-                raise MethodConfigError(f"method {self.name!r}: {key}={value!r} not in {list(spec.choices)}")
+            if not spec.admits(value):
+                raise MethodConfigError(f"method {self.name!r}: {key}={value!r} not in {spec.allowed()}")
             self.params[key] = value
         self.run: RunContext | None = None
         self.source_model: nn.Module | None = None
 
-    # --- hooks -----------------------------------------------------------------
-    def check(self, model: nn.Module, task: Any) -> None:
-        """Raise ``MethodConfigError`` if this method cannot run on ``model``'s backbone for ``task``.
-
-        Called when the grid is built, on a freshly built backbone, before any training. The default
-        refuses a backbone lacking a structure attribute named in ``requires``.
-        """
+    def unmet_requirement(self, model: nn.Module) -> str | None:
+        """The one message for a model lacking a structure attribute named in ``requires``; None if it has them all."""
         for attr in self.requires:
             if not getattr(model, attr, None):
-                raise MethodConfigError(
-                    f"method {self.name!r} needs a backbone that declares {attr!r}; {type(model).__name__} does not"
-                )
+                return f"method {self.name!r} needs a backbone that declares {attr!r}; {type(model).__name__} does not"
+        return None
+
+    # --- hooks -----------------------------------------------------------------
+    def check(self, model: nn.Module, task: Any) -> str | None:
+        """Why this method cannot serve ``model``'s backbone for ``task``, or None when it can.
+
+        Called on a freshly built backbone before the cell trains anything; a reason skips that cell (a
+        ``skipped`` row with the reason), the rest of the grid runs. The default: ``unmet_requirement``.
+        """
+        return self.unmet_requirement(model)
 
     def needs_risk_maps(self) -> bool:
         """True when ``prepare`` reads ``run.risk_maps`` (the trm oracle control); the grid checks the data has them."""
         return False
 
     def prepare(self, run: RunContext) -> None:
-        """One-off work before fine-tuning (snapshot weights, compute maps, ...); keeps ``run``."""
+        """One-off work before fine-tuning (snapshot weights, compute maps, ...); keeps ``run``.
+
+        Refuses (``MethodConfigError``) a source or target model lacking the structure in ``requires``.
+        """
+        for model in (run.target_model, run.source_model):
+            reason = None if model is None else self.unmet_requirement(model)
+            if reason:
+                raise MethodConfigError(reason)
         self.run = run
         self.source_model = run.source_model
 

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from methods.base import HParam, Method, RunContext, Space, register_method
-from methods.features import FeatureCapture, require, require_attr
+from methods.features import FeatureCapture
 from methods.losses import base_loss
 
 
@@ -28,23 +28,19 @@ class BSS(Method):
     """Fine-tuning + eta * L_bss on the globally average-pooled bottleneck features of each batch."""
 
     requires = ("encoder_stages",)
+    # Defaults k = 1, eta = 0.001: Chen et al. 2019, experiments (thuml Transfer-Learning-Library bss.py).
     hparams = {
-        "k": HParam(1, "number of smallest singular values penalised", space=Space("int", 1, 4)),
-        "eta": HParam(0.001, "weight of the spectral-shrinkage penalty", space=Space("log", 1e-4, 1e-1)),
+        "k": HParam(1, "number of smallest singular values penalised", low=1, space=Space("int", 1, 4)),
+        "eta": HParam(0.001, "weight of the spectral-shrinkage penalty", low=0, space=Space("log", 1e-4, 1e-1)),
     }
 
     def __init__(self, **params: Any) -> None:
         super().__init__(**params)
-        # Defaults k = 1, eta = 0.001: Chen et al. 2019, experiments (thuml Transfer-Learning-Library bss.py).
-        k, eta = self.params["k"], self.params["eta"]
-        require(isinstance(k, int) and k >= 1, self.name, f"k={k!r} must be an integer >= 1")
-        require(eta >= 0, self.name, f"eta={eta} must be >= 0")
         self._capture: FeatureCapture | None = None
 
     def prepare(self, run: RunContext) -> None:
         target_model = run.target_model
         super().prepare(run)
-        require_attr(self.name, target_model, "encoder_stages")
         self._capture = FeatureCapture(self.name, target_model, target_model.encoder_stages[-1:])
 
     def penalty(self) -> torch.Tensor:

@@ -37,7 +37,7 @@ class ClassWeighted(Method):
     def prepare(self, run: RunContext) -> None:
         target_model, train_data, device = run.target_model, run.train_data, run.device
         if not isinstance(train_data, SliceDataset):
-            raise MethodConfigError("method 'class-weighted' needs a SliceDataset to count its classes")
+            raise MethodConfigError(f"method {self.name!r} needs a SliceDataset to count its classes")
         super().prepare(run)
         weights = median_frequency_weights(train_data.slices.labels, target_model.num_classes)
         self.class_weights = torch.as_tensor(weights, dtype=torch.float32, device=device)

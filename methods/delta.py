@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from methods.base import HParam, Method, RunContext, Space, register_method
-from methods.features import FeatureCapture, require, require_attr, require_source
+from methods.features import FeatureCapture, require, require_source
 from methods.l2sp import split_transferred, squared_norm, trainable_without_decay
 from methods.losses import base_loss
 
@@ -29,24 +29,24 @@ class DELTA(Method):
     """Fine-tuning + alpha * distance of encoder-stage outputs to the frozen source's on the same batch."""
 
     requires = ("encoder_stages",)
+    # Defaults alpha = beta = 0.01: DELTA's reference code (github.com/lixingjian/DELTA, run.sh).
     hparams = {
         "alpha": HParam(
             0.01,
             "weight of 0.5 ||FM_t - FM_s||^2 summed over encoder stages, batch, channels and positions",
+            low=0,
             space=Space("log", 1e-5, 1e-1),
         ),
         "beta": HParam(
             0.01,
             "weight of beta/2 ||w||^2 over newly initialised parameters (a new head)",
+            low=0,
             space=Space("log", 1e-4, 1.0),
         ),
     }
 
     def __init__(self, **params: Any) -> None:
         super().__init__(**params)
-        # Defaults alpha = beta = 0.01: DELTA's reference code (github.com/lixingjian/DELTA, run.sh).
-        for key in ("alpha", "beta"):
-            require(self.params[key] >= 0, self.name, f"{key}={self.params[key]} must be >= 0")
         self._target: FeatureCapture | None = None
         self._source: FeatureCapture | None = None
         self._new: list[nn.Parameter] = []
@@ -56,8 +56,6 @@ class DELTA(Method):
         source_model, target_model, device = run.source_model, run.target_model, run.device
         super().prepare(run)
         self.source_model = require_source(self.name, source_model)
-        for model in (self.source_model, target_model):
-            require_attr(self.name, model, "encoder_stages")
         stages = list(target_model.encoder_stages)
         require(
             list(self.source_model.encoder_stages) == stages,

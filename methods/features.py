@@ -1,4 +1,4 @@
-"""Shared helpers of the baselines: capture named submodule outputs, check model structure."""
+"""Shared helpers of the baselines: capture named submodule outputs, refuse what a method cannot run with."""
 
 from __future__ import annotations
 
@@ -14,15 +14,6 @@ def require(ok: bool, method: str, what: str) -> None:
     """Raise a one-line ``MethodConfigError`` naming the method when ``ok`` is false."""
     if not ok:
         raise MethodConfigError(f"method {method!r}: {what}")
-
-
-def require_attr(method: str, model: nn.Module, attr: str) -> None:
-    """Refuse a model lacking a structure attribute a method needs (``encoder_stages``, ``body``, ...)."""
-    if not getattr(model, attr, None):
-        raise MethodConfigError(
-            f"method {method!r} needs a segmentation model with a non-empty {attr!r} attribute "
-            f"(a benchmarks.backbones.SegModel); got {type(model).__name__}"
-        )
 
 
 def require_source(method: str, source_model: nn.Module | None) -> nn.Module:

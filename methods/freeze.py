@@ -7,8 +7,9 @@ from typing import Any
 from torch import nn
 from torch.nn.modules.batchnorm import _NormBase
 
-from methods.base import HParam, Method, RunContext, Space, register_method
-from methods.features import require_attr
+from methods.base import HParam, Method, RunContext, register_method
+
+SCOPE_STRUCTURE = {"encoder": "encoder", "encoder+decoder": "body"}  # what a backbone declares for each scope
 
 
 def norm_modules(roots: list[nn.Module]) -> list[nn.Module]:
@@ -16,9 +17,8 @@ def norm_modules(roots: list[nn.Module]) -> list[nn.Module]:
     return [m for root in roots for m in root.modules() if isinstance(m, _NormBase)]
 
 
-def scope_modules(method: str, model: nn.Module, scope: str) -> list[nn.Module]:
+def scope_modules(model: nn.Module, scope: str) -> list[nn.Module]:
     """The modules a scope names: the encoder stages, or the whole body (encoder + decoder)."""
-    require_attr(method, model, "encoder" if scope == "encoder" else "body")
     return [model.get_submodule(n) for n in model.encoder] if scope == "encoder" else [model.body]
 
 
@@ -38,22 +38,19 @@ class Freeze(Method):
         "scope": HParam(
             "encoder",
             "part kept at its source weights and statistics (encoder+decoder: head only)",
-            choices=("encoder", "encoder+decoder"),
-            space=Space("choice", choices=("encoder", "encoder+decoder")),
+            choices=tuple(SCOPE_STRUCTURE),
         ),
     }
 
     def __init__(self, **params: Any) -> None:
         super().__init__(**params)
+        self.requires = (SCOPE_STRUCTURE[self.params["scope"]],)
         self._norms: list[nn.Module] = []
-
-    def check(self, model: nn.Module, task: Any) -> None:
-        scope_modules(self.name, model, self.params["scope"])  # one-line MethodConfigError when absent
 
     def prepare(self, run: RunContext) -> None:
         target_model = run.target_model
         super().prepare(run)
-        roots = scope_modules(self.name, target_model, self.params["scope"])
+        roots = scope_modules(target_model, self.params["scope"])
         set_frozen(roots, frozen=True, training=target_model.training)
         self._norms = norm_modules(roots)
 

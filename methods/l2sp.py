@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from methods.base import HParam, Method, RunContext, Space, register_method
-from methods.features import require, require_source
+from methods.features import require_source
 from methods.losses import base_loss
 
 
@@ -45,22 +45,24 @@ def trainable_without_decay(model: nn.Module, lr: float) -> list[dict[str, Any]]
 class L2SP(Method):
     """Pull transferred weights towards their source values; plain L2 on newly initialised ones."""
 
+    # Defaults alpha = beta = 0.01: L2-SP as run by DELTA's reference code (github.com/lixingjian/DELTA).
     hparams = {
         "alpha": HParam(
-            0.01, "weight of alpha/2 ||w - w0||^2 over the transferred parameters", space=Space("log", 1e-4, 1.0)
+            0.01,
+            "weight of alpha/2 ||w - w0||^2 over the transferred parameters",
+            low=0,
+            space=Space("log", 1e-4, 1.0),
         ),
         "beta": HParam(
             0.01,
             "weight of beta/2 ||w||^2 over newly initialised parameters (a new head)",
+            low=0,
             space=Space("log", 1e-4, 1.0),
         ),
     }
 
     def __init__(self, **params: Any) -> None:
         super().__init__(**params)
-        # Defaults alpha = beta = 0.01: L2-SP as run by DELTA's reference code (github.com/lixingjian/DELTA).
-        for key in ("alpha", "beta"):
-            require(self.params[key] >= 0, self.name, f"{key}={self.params[key]} must be >= 0")
         self._transferred: list[tuple[nn.Parameter, torch.Tensor]] = []
         self._new: list[nn.Parameter] = []
         self._device = torch.device("cpu")

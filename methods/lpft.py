@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from methods.base import HParam, Method, RunContext, Space, register_method
-from methods.features import require, require_attr
+from methods.features import require
 
 PROBE_MAX_ITER = 200  # L-BFGS iterations: sklearn LogisticRegression(max_iter=200) in the reference's log_reg_sk.py
 PROBE_MAX_PIXELS = 1 << 18  # pixels the probe fits on (a seeded subsample above this)
@@ -59,29 +57,27 @@ class LPFT(Method):
     """Fit the head as a logistic regression on the frozen body's features, then fine-tune everything."""
 
     requires = ("body",)
+    version = 2  # 2: the probe's pixel subsample follows the cell's seed (1 drew it with seed 0 for every seed)
     hparams = {
         "probe_l2": HParam(
             1e-4,
             "L2 weight of the linear probe: mean CE + probe_l2/2 ||W||^2 (sklearn's 1/(C n))",
+            low=0,
             space=Space("log", 1e-6, 1e-1),
         ),
     }
 
-    def __init__(self, **params: Any) -> None:
-        super().__init__(**params)
-        require(self.params["probe_l2"] >= 0, self.name, f"probe_l2={self.params['probe_l2']} must be >= 0")
-
     def prepare(self, run: RunContext) -> None:
         target_model, train_data, device = run.target_model, run.train_data, run.device
         super().prepare(run)
-        require_attr(self.name, target_model, "body")
         slices = getattr(train_data, "slices", None)
         require(slices is not None and len(slices.images) > 0, self.name, "the probe needs training slices")
         images = torch.as_tensor(slices.images)
         labels = torch.as_tensor(slices.labels).long().reshape(-1).to(device)
         feats = body_features(target_model, images, device)
         if len(labels) > PROBE_MAX_PIXELS:
-            pick = torch.randperm(len(labels), generator=torch.Generator().manual_seed(0))[:PROBE_MAX_PIXELS]
+            draw = torch.Generator().manual_seed(run.seed)  # the cell's seed: another seed, another subsample
+            pick = torch.randperm(len(labels), generator=draw)[:PROBE_MAX_PIXELS]
             feats, labels = feats[pick.to(device)], labels[pick.to(device)]
         head = target_model.head
         weight, bias = fit_probe(feats, labels, head.out_channels, self.params["probe_l2"])

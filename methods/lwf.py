@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from methods.base import HParam, Method, RunContext, Space, register_method
-from methods.features import FeatureCapture, require, require_attr, require_source
+from methods.features import FeatureCapture, require, require_source
 from methods.freeze import norm_modules, set_frozen
 from methods.losses import base_loss
 
@@ -36,24 +36,23 @@ class LwF(Method):
     """
 
     requires = ("body", "head")
+    # Defaults lambda_o = 1, T = 2: Li and Hoiem 2017, sec. 3 (following Hinton et al. 2015).
     hparams = {
-        "lambda": HParam(1.0, "weight of the distillation term (lambda_o)", space=Space("log", 0.1, 10.0)),
-        "temperature": HParam(2.0, "softmax temperature T of the distillation", space=Space("uniform", 1.0, 4.0)),
+        "lambda": HParam(1.0, "weight of the distillation term (lambda_o)", low=0, space=Space("log", 0.1, 10.0)),
+        "temperature": HParam(
+            2.0, "softmax temperature T of the distillation", low=0, low_open=True, space=Space("uniform", 1.0, 4.0)
+        ),
         "warmup_fraction": HParam(
             0.1,
             "share of the target steps that train the target head only (body and source head frozen)",
+            low=0,
+            high=1,
             space=Space("uniform", 0.0, 0.5),
         ),
     }
 
     def __init__(self, **params: Any) -> None:
         super().__init__(**params)
-        # Defaults lambda_o = 1, T = 2: Li and Hoiem 2017, sec. 3 (following Hinton et al. 2015).
-        lam, temperature = self.params["lambda"], self.params["temperature"]
-        fraction = self.params["warmup_fraction"]
-        require(lam >= 0, self.name, f"lambda={lam} must be >= 0")
-        require(temperature > 0, self.name, f"temperature={temperature} must be > 0")
-        require(0.0 <= fraction <= 1.0, self.name, f"warmup_fraction={fraction} must lie in [0, 1]")
         self.aux_head: nn.Module | None = None
         self._body: FeatureCapture | None = None
         self._body_modules: list[nn.Module] = []
@@ -64,9 +63,6 @@ class LwF(Method):
         source_model, target_model, device = run.source_model, run.target_model, run.device
         super().prepare(run)
         self.source_model = require_source(self.name, source_model)
-        for model in (self.source_model, target_model):
-            require_attr(self.name, model, "body")
-            require_attr(self.name, model, "head")
         classes = getattr(self.source_model.head, "out_channels", 0)
         require(classes >= 2, self.name, f"the source head has {classes} output channels; distillation needs >= 2")
         self.aux_head = copy.deepcopy(self.source_model.head).to(device).requires_grad_(True)

@@ -79,16 +79,14 @@ class TransferRiskMap(Method):
             "location",
             "location: one LEEP per stride x stride window over all target slices; pixel: e per pixel",
             ("location", "pixel"),
-            Space("choice", choices=("location", "pixel")),
         ),
         "stride": HParam(
-            4, "window side in pixels of granularity=location (Tan et al. use 4)", space=Space("int", 2, 8)
+            4, "window side in pixels of granularity=location (Tan et al. use 4)", low=1, space=Space("int", 2, 8)
         ),
         "risk": HParam(
             "complement",
             "risk from e: 1 - e, or -log e min-max scaled per image",
             ("complement", "neglog"),
-            Space("choice", choices=("complement", "neglog")),
         ),
         "weighting": HParam(
             "inverse",
@@ -105,7 +103,6 @@ class TransferRiskMap(Method):
             "all",
             "weighted CE over foreground pixels / their count (foreground) or over every pixel (all)",
             ("foreground", "all"),
-            Space("choice", choices=("foreground", "all")),
         ),
         # Dividing a sum over every pixel by the foreground count blows up on slices with little or no tumour
         # and collapsed training to all-background on the default suite (README, "Transfer Risk Map").
@@ -119,18 +116,12 @@ class TransferRiskMap(Method):
 
     key_stable_defaults = {"score": "leep"}  # added after the first release: existing trm keys stay
 
-    def __init__(self, **params: Any) -> None:
-        super().__init__(**params)
-        stride = self.params["stride"]
-        if stride < 1:
-            raise MethodConfigError(f"method 'trm': stride={stride} must be >= 1")
-
     def prepare(self, run: RunContext) -> None:
         source_model, target_model, train_data, device = run.source_model, run.target_model, run.train_data, run.device
         if source_model is None:
-            raise MethodConfigError("method 'trm' needs a source model (it cannot run from random init)")
+            raise MethodConfigError(f"method {self.name!r} needs a source model (it cannot run from random init)")
         if not isinstance(train_data, SliceDataset):
-            raise MethodConfigError("method 'trm' needs a SliceDataset to attach its maps to")
+            raise MethodConfigError(f"method {self.name!r} needs a SliceDataset to attach its maps to")
         super().prepare(run)
         risk = self._oracle_risk(run.risk_maps) if self.needs_risk_maps() else None
         weights, self.scores = self._maps(source_model, train_data, target_model.num_classes, device, risk)
@@ -139,14 +130,13 @@ class TransferRiskMap(Method):
     def needs_risk_maps(self) -> bool:
         return self.params["score"] == "oracle"
 
-    @staticmethod
-    def _oracle_risk(risk: np.ndarray | None) -> np.ndarray:
+    def _oracle_risk(self, risk: np.ndarray | None) -> np.ndarray:
         """The training slices' ground-truth risk maps (N, H, W) in [0, 1], as the runner gave them."""
         if risk is None:
-            raise MethodConfigError("trm.score=oracle needs ground-truth risk maps (brainsim dial transfers)")
+            raise MethodConfigError(f"{self.name}.score=oracle needs ground-truth risk maps (brainsim dial transfers)")
         risk = np.asarray(risk, dtype=np.float64)
         if not np.all((risk >= 0) & (risk <= 1)):
-            raise MethodConfigError("trm.score=oracle: the risk maps must lie in [0, 1] (no NaN)")
+            raise MethodConfigError(f"{self.name}.score=oracle: the risk maps must lie in [0, 1] (no NaN)")
         return risk
 
     def _maps(
@@ -167,7 +157,7 @@ class TransferRiskMap(Method):
             try:
                 window_map = self._window_map(source, plain, num_classes, device, risk)
             except ValueError as exc:  # a stride larger than the slices
-                raise MethodConfigError(f"method 'trm': {exc}") from None
+                raise MethodConfigError(f"method {self.name!r}: {exc}") from None
             # one map for every training slice, W = exp(-LEEP_window) by default (Tan et al., ICIP 2023)
             one = location_weights(window_map, tuple(weights.shape[1:]), p["stride"], **shaping)
             weights = np.broadcast_to(one.numpy().astype(np.float16), weights.shape).copy()

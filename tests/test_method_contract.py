@@ -1,4 +1,4 @@
-"""The method contract: a RunContext instead of attributes, after_backward, and check() before any work."""
+"""The method contract: a RunContext instead of attributes, after_backward, and check() skipping a cell (a reason)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from torch import nn
 
 from benchmarks.backbones import BACKBONES, SegModel
 from benchmarks.cli import main
-from methods.base import METHODS, Method, RunContext, register_method
+from methods.base import METHODS, Method, RunContext
 
 SUITE = """\
 name: contract
@@ -57,11 +57,8 @@ def phantom_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture
 def registered() -> Iterator[None]:
-    BACKBONES.register("test-flat")(_flat)
-    register_method("test-recorder")(Recorder)
-    yield
-    BACKBONES._items.pop("test-flat")
-    METHODS._items.pop("test-recorder")
+    with BACKBONES.temporarily("test-flat", _flat), METHODS.temporarily("test-recorder", Recorder):
+        yield
 
 
 def _args(tmp_path: Path, phantom_dir: Path, backbone: str, method: str) -> list[str]:
@@ -73,14 +70,34 @@ def _args(tmp_path: Path, phantom_dir: Path, backbone: str, method: str) -> list
     ]
 
 
-def test_impossible_freeze_fails_before_any_training(
+def test_a_backbone_the_method_declines_skips_its_cells_with_the_reason(
     registered: None, tmp_path: Path, phantom_dir: Path, capsys: pytest.CaptureFixture
 ) -> None:
-    assert main(_args(tmp_path, phantom_dir, "test-flat", "freeze")) == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "method 'freeze'" in err[0] and "'encoder'" in err[0]
-    assert not (tmp_path / "out").exists()
-    assert not (tmp_path / "cache" / "sources").exists()  # no source model was trained
+    """freeze cannot freeze an encoder the backbone does not declare: its cell is skipped, the grid goes on."""
+    import pandas as pd
+
+    from leaderboard.store import failed_cells, load_store, missing_cells
+
+    assert main(_args(tmp_path, phantom_dir, "test-flat", "freeze, test-recorder")) == 0
+    captured = capsys.readouterr()
+    reason = "method 'freeze' needs a backbone that declares 'encoder'; SegModel does not"
+    assert f"skipped: freeze: {reason}" in captured.out  # the run's summary
+    assert "1 skipped by their method" in captured.out
+    rows = pd.concat(pd.read_parquet(p) for p in (tmp_path / "out" / "cells").glob("*.parquet"))
+    skipped = rows[rows["method"] == "freeze"]
+    assert list(skipped["status"]) == ["skipped"] and list(skipped["error"]) == [reason]
+    assert set(rows.loc[rows["method"] == "test-recorder", "status"]) == {"ok"}
+    frame = load_store(tmp_path / "out")
+    assert failed_cells(frame).empty  # skipped is not failed
+    missing = missing_cells(frame, None)
+    assert list(missing["variant"]) == ["freeze"] and list(missing["reason"]) == [reason]
+    assert main(_args(tmp_path, phantom_dir, "test-flat", "freeze")) == 0  # a skipped cell counts as done
+    assert "1 cells, 1 already done, running 0" in capsys.readouterr().err
+
+
+def test_a_declined_method_trains_no_source_model(registered: None, tmp_path: Path, phantom_dir: Path) -> None:
+    assert main(_args(tmp_path, phantom_dir, "test-flat", "freeze")) == 0
+    assert not (tmp_path / "cache" / "sources").exists()  # skipped before the source model was trained
 
 
 def test_hooks_get_the_run_context(registered: None, tmp_path: Path, phantom_dir: Path) -> None:
@@ -90,10 +107,17 @@ def test_hooks_get_the_run_context(registered: None, tmp_path: Path, phantom_dir
     assert seen["after_backward"] == [(0, True, True), (1, True, True)]
 
 
-def test_default_check_refuses_missing_structure() -> None:
-    with pytest.raises(Exception, match="encoder_stages"):
-        METHODS.get("delta")().check(_flat(1, 2), None)
-    METHODS.get("delta")().check(BACKBONES.get("unet")(1, 2), None)  # passes on a declared backbone
+def test_requires_is_one_check_with_one_message() -> None:
+    """check() gives the reason for a backbone lacking a required structure; prepare() refuses it in the same words."""
+    from methods.base import MethodConfigError
+
+    reason = "method 'delta' needs a backbone that declares 'encoder_stages'; SegModel does not"
+    assert METHODS.get("delta")().check(_flat(1, 2), None) == reason
+    assert METHODS.get("delta")().check(BACKBONES.get("unet")(1, 2), None) is None  # a declared backbone
+    with pytest.raises(MethodConfigError) as info:
+        METHODS.get("delta")().prepare(RunContext(_flat(1, 2), _flat(1, 2), [], torch.device("cpu")))
+    assert str(info.value) == reason
+    assert METHODS.get("freeze")(scope="encoder+decoder").check(_flat(1, 2), None) is None  # needs only a body
     assert torch.is_grad_enabled()
 
 
@@ -107,12 +131,8 @@ class Scorer(Method):
 def test_a_new_score_column_reaches_the_leaderboard(tmp_path: Path, phantom_dir: Path) -> None:
     from leaderboard.build import main as build
 
-    register_method("test-scorer")(Scorer)
-    try:
-        args = _args(tmp_path, phantom_dir, "unet", "test-scorer, scratch")
-        assert main(args) == 0
-    finally:
-        METHODS._items.pop("test-scorer")
+    with METHODS.temporarily("test-scorer", Scorer):
+        assert main(_args(tmp_path, phantom_dir, "unet", "test-scorer, scratch")) == 0
     results, site = str(tmp_path / "out"), str(tmp_path / "site")
     assert build(["--results", results, "--out", site, "--control", "test-scorer"]) == 0
     page = (tmp_path / "site" / "leaderboard.md").read_text()

@@ -137,3 +137,28 @@ def test_every_declared_hyperparameter_has_a_search_space_holding_its_default(na
             assert spec.default in spec.space.choices
         else:
             assert spec.space.low <= spec.default <= spec.space.high, f"{name}.{key}"
+
+
+def test_search_space_derives_from_the_declared_choices_and_bounds() -> None:
+    assert HParam("a", "x", choices=("a", "b")).space == Space("choice", choices=("a", "b"))
+    assert HParam(2, "x", low=1, high=4).space == Space("int", 1, 4)
+    assert HParam(0.5, "x", low=0, high=1).space == Space("uniform", 0, 1)
+    assert HParam(0.5, "x", low=0).space is None  # unbounded above: searched only where a space is given
+    assert HParam(0.5, "x", low=0, space=Space("log", 0.1, 1)).space == Space("log", 0.1, 1)
+    assert declared_spaces(["freeze"])["freeze.scope"] == Space("choice", choices=("encoder", "encoder+decoder"))
+    with pytest.raises(MethodConfigError, match=r"search space log\[0.1, 2\] reaches 2, not in \[0, 1\]"):
+        HParam(0.5, "x", low=0, high=1, space=Space("log", 0.1, 2))
+    with pytest.raises(MethodConfigError, match=r"reaches 'c', not in \['a', 'b'\]"):
+        HParam("a", "x", choices=("a", "b"), space=Space("choice", choices=("a", "c")))
+    with pytest.raises(MethodConfigError, match=r"default -1 not in \[0, inf\)"):
+        HParam(-1, "x", low=0)
+
+
+def test_a_skipped_trial_counts_as_done(tmp_path: Path) -> None:
+    """A trial whose method declined the cell (a ``skipped`` row) is told as failed, not rerun nor lost."""
+    from benchmarks.cell import failed_frame
+    from benchmarks.tune import done, trial_value
+
+    store, cell = Store(tmp_path), replace(GRID[0], split="val", trial=0, seed=100)
+    store.write(cell.key, failed_frame(cell, True, "method 'finetune' declines", "cpu", status="skipped"))
+    assert store.state(cell.key) == "skipped" and done(store, cell) and trial_value(store, [cell]) is None

@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 from collections.abc import Callable, Iterator
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -52,6 +53,11 @@ def make_train_set(classes: int, slices: int = 4, size: int = 32, seed: int = 0)
     return SliceDataset(SliceSet.of_volume(b["image"].numpy(), b["label"].numpy()))
 
 
+def make_risk(data: SliceDataset, seed: int = 0) -> np.ndarray:
+    """Seeded ground-truth risk maps in [0, 1], one per training slice (N, H, W), for methods that read them."""
+    return np.random.default_rng(seed).uniform(size=data.slices.labels.shape)
+
+
 def run_steps(
     method: Method,
     source: nn.Module | None,
@@ -63,9 +69,11 @@ def run_steps(
     """``steps`` steps of the runner's own training loop (``benchmarks.train.train``) on random slices.
 
     ``after_step(i)`` runs after optimiser step i (an optimiser post-hook, registered at the first step).
+    A method that asks for ground-truth risk maps (``needs_risk_maps``) gets seeded uniform ones.
     """
     data = make_train_set(target.num_classes)
-    method.prepare(RunContext(source, target, data, CPU, total_steps=steps))
+    risk = make_risk(data) if method.needs_risk_maps() else None
+    method.prepare(RunContext(source, target, data, CPU, total_steps=steps, risk_maps=risk))
     if after_step is not None:
         done: list[int] = []
 

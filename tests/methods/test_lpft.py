@@ -71,3 +71,18 @@ def test_refuses_bad_l2_and_missing_data(pair) -> None:
         METHODS.get("lp-ft")(probe_l2=-1.0)
     with pytest.raises(MethodConfigError, match="training slices"):
         METHODS.get("lp-ft")().prepare(RunContext(None, pair("unet")[1], [], CPU))
+
+
+def test_the_probe_subsample_follows_the_cell_seed(pair, train_set, monkeypatch) -> None:
+    """Above PROBE_MAX_PIXELS the probe fits a subsample drawn with the run's seed: other seed, other probe."""
+    import methods.lpft
+
+    monkeypatch.setattr(methods.lpft, "PROBE_MAX_PIXELS", 512)  # 2 slices of 32x32 = 2048 pixels: subsampled
+    data = train_set(2, slices=2, size=32)
+
+    def probe(seed: int) -> torch.Tensor:
+        source, target = pair("unet", source_classes=3, target_classes=2)
+        METHODS.get("lp-ft")().prepare(RunContext(source, target, data, CPU, seed=seed))
+        return target.head.weight.detach().clone()
+
+    assert torch.equal(probe(0), probe(0)) and not torch.equal(probe(0), probe(1))
