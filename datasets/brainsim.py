@@ -348,6 +348,10 @@ class BrainSim(FeTS2021):
         generation = {k: options.pop(k) for k in list(options) if k in DEFAULTS}
         if options:
             raise DataError(f"dataset 'brainsim': unknown option(s) {sorted(options)}; valid: {', '.join(DEFAULTS)}")
+        if (root / "partitioning_1.csv").is_file() and not (root / "brainsim.json").is_file():
+            raise DataError(
+                f"--data-root {root}: a FeTS-layout folder but not a generated brainsim set (no brainsim.json)"
+            )
         if not (root / "brainsim.json").is_file():  # the cache folder of generated sets
             params = check_options(**{**DEFAULTS, **generation})
             tag = hashlib.sha1(json.dumps(params, sort_keys=True).encode()).hexdigest()[:8]

@@ -11,12 +11,15 @@ import pytest
 from benchmarks.cli import main
 
 STEPS = ["--steps", "2"]
+PHANTOM = ["--suite", "phantom"]  # the former default suite: small and fast (the default generates brainsim)
 
 
 @pytest.fixture(scope="module")
 def run_dirs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     out, cache = tmp_path_factory.mktemp("out"), tmp_path_factory.mktemp("cache")
-    assert main(["--method", "finetune", "scratch", "--out", str(out), "--cache-dir", str(cache), *STEPS]) == 0
+    assert (
+        main([*PHANTOM, "--method", "finetune", "scratch", "--out", str(out), "--cache-dir", str(cache), *STEPS]) == 0
+    )
     return out, cache
 
 
@@ -42,7 +45,9 @@ def test_rerun_skips_finished_cells(run_dirs: tuple[Path, Path], capsys: pytest.
     out, cache = run_dirs
     before = _snapshot(out)
     capsys.readouterr()
-    assert main(["--method", "finetune", "scratch", "--out", str(out), "--cache-dir", str(cache), *STEPS]) == 0
+    assert (
+        main([*PHANTOM, "--method", "finetune", "scratch", "--out", str(out), "--cache-dir", str(cache), *STEPS]) == 0
+    )
     captured = capsys.readouterr()
     assert "running 0" in captured.err
     assert _snapshot(out) == before
@@ -71,7 +76,7 @@ def test_bad_input_one_line_exit_2_store_intact(
     before = _snapshot(out)
     capsys.readouterr()
     args, message = BAD[case]
-    assert main([*args, "--out", str(out), "--cache-dir", str(cache), *STEPS]) == 2
+    assert main([*PHANTOM, *args, "--out", str(out), "--cache-dir", str(cache), *STEPS]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1, err
     assert message in err
@@ -107,7 +112,7 @@ def test_unwritable_out(tmp_path: Path, run_dirs: tuple[Path, Path], capsys: pyt
     _, cache = run_dirs
     blocker = tmp_path / "file"
     blocker.write_text("x")
-    assert main(["--out", str(blocker / "results"), "--cache-dir", str(cache), *STEPS]) == 2
+    assert main([*PHANTOM, "--out", str(blocker / "results"), "--cache-dir", str(cache), *STEPS]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "--out" in err
 
@@ -130,7 +135,7 @@ def test_checkpoint_initialises_and_enters_the_key(
     torch.save({"model": build_backbone("unet", 1, 5).state_dict()}, good)  # other head: left fresh
     torch.save(build_backbone("basicunet", 1, 2).state_dict(), bad)
     out = tmp_path / "out"
-    common = ["--method", "scratch", "--out", str(out), "--cache-dir", str(cache), *STEPS]
+    common = [*PHANTOM, "--method", "scratch", "--out", str(out), "--cache-dir", str(cache), *STEPS]
     assert main(common) == 0
     assert main([*common, "--checkpoint", str(good)]) == 0
     assert len(list((out / "cells").glob("*.parquet"))) == 4  # same grid, new keys: nothing reused
@@ -150,7 +155,18 @@ def test_summary_answers_the_question(run_dirs: tuple[Path, Path], capsys: pytes
 
     out, cache = run_dirs
     capsys.readouterr()
-    common = ["--out", str(out), "--cache-dir", str(cache), *STEPS, "--source", "01-t2-WT", "--target", "01-t1-WT"]
+    common = [
+        *PHANTOM,
+        "--out",
+        str(out),
+        "--cache-dir",
+        str(cache),
+        *STEPS,
+        "--source",
+        "01-t2-WT",
+        "--target",
+        "01-t1-WT",
+    ]
     assert main([*common, "--method", "trm", "finetune", "scratch", "--param", "trm.alpha=2"]) == 0
     assert main([*common, "--method", "trm", "finetune", "scratch"]) == 0
     text = capsys.readouterr().out
@@ -172,6 +188,8 @@ def test_summary_answers_the_question(run_dirs: tuple[Path, Path], capsys: pytes
 def test_summary_explains_the_star(run_dirs: tuple[Path, Path], capsys: pytest.CaptureFixture) -> None:
     out, cache = run_dirs
     capsys.readouterr()
-    assert main(["--method", "finetune", "scratch", "--out", str(out), "--cache-dir", str(cache), *STEPS]) == 0
+    assert (
+        main([*PHANTOM, "--method", "finetune", "scratch", "--out", str(out), "--cache-dir", str(cache), *STEPS]) == 0
+    )
     text = capsys.readouterr().out
     assert text.count("A * in a task name means every group") == 1

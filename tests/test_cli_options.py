@@ -101,6 +101,8 @@ def paths(tmp_path: Path, phantom_dir: Path) -> dict[str, Path]:
 
 def _base(paths: dict[str, Path]) -> list[str]:
     return [
+        "--suite",
+        "phantom",
         "--data-root",
         str(paths["data"]),
         "--out",

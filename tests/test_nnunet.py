@@ -257,7 +257,7 @@ def test_checkpoint_is_the_source_model_not_pretrained(world: dict, checkpoint: 
 def test_transfer_from_nnunet_checkpoint_end_to_end(world: dict, checkpoint: Path, tmp_path: Path) -> None:
     import pandas as pd
 
-    args = ["--dataset", "phantom", "--data-root", str(world["data_root"]), "--source", TASK, "--target", TARGET]
+    args = ["--suite", "phantom", "--data-root", str(world["data_root"]), "--source", TASK, "--target", TARGET]
     args += ["--backbone", "nnunet", "--checkpoint", str(checkpoint), "--steps", "2", "--few-shot", "2"]
     args += ["--method", "finetune", "scratch", "--out", str(tmp_path / "out"), "--cache-dir", str(world["cache"])]
     assert run_main(args) == 0
@@ -299,7 +299,7 @@ def test_checkpoint_with_foreign_pickled_types_is_refused(checkpoint: Path, tmp_
 
 
 def test_cli_bad_checkpoint_exit_2(world: dict, checkpoint: Path, tmp_path: Path, capsys) -> None:
-    args = ["--dataset", "phantom", "--data-root", str(world["data_root"]), "--source", TASK, "--target", TARGET]
+    args = ["--suite", "phantom", "--data-root", str(world["data_root"]), "--source", TASK, "--target", TARGET]
     args += ["--backbone", "unet", "--checkpoint", str(checkpoint), "--steps", "2", "--method", "finetune"]
     assert run_main([*args, "--out", str(tmp_path / "out"), "--cache-dir", str(world["cache"])]) == 2
     err = capsys.readouterr().err.strip()
@@ -345,7 +345,7 @@ def test_import_truth_as_predictions_scores_dice_1(world: dict, tmp_path: Path) 
     from benchmarks.core.schema import SCHEMA
     from benchmarks.import_predictions import main as import_main
 
-    args = ["--predictions", str(world["raw"] / DATASET / "labelsTs"), "--task", TASK, "--suite", "default"]
+    args = ["--predictions", str(world["raw"] / DATASET / "labelsTs"), "--task", TASK, "--suite", "phantom"]
     args += ["--data-root", str(world["data_root"]), "--out", str(tmp_path), "--cache-dir", str(world["cache"])]
     assert import_main(args) == 0
     (cell,) = (tmp_path / "cells").glob("*.parquet")
@@ -381,6 +381,6 @@ def test_real_nnunet_training_then_transfer(world: dict, planned: Path, nnunet_e
     trainer.num_iterations_per_epoch, trainer.num_val_iterations_per_epoch, trainer.num_epochs = 2, 1, 1
     trainer.run_training()
     final = Path(trainer.output_folder) / "checkpoint_final.pth"
-    args = ["--dataset", "phantom", "--data-root", str(world["data_root"]), "--source", TASK, "--target", TARGET]
+    args = ["--suite", "phantom", "--data-root", str(world["data_root"]), "--source", TASK, "--target", TARGET]
     args += ["--backbone", "nnunet", "--checkpoint", str(final), "--steps", "2", "--few-shot", "2", "--method", "lwf"]
     assert run_main([*args, "--out", str(tmp_path / "out"), "--cache-dir", str(world["cache"])]) == 0

@@ -35,7 +35,7 @@ def test_nnunet_backbone_without_the_extra_is_a_one_line_error(without_nnunet: N
 def test_cli_without_the_extra_exit_2(without_nnunet: None, tmp_path: Path, capsys, phantom_dir: Path) -> None:
     from benchmarks.cli import main
 
-    args = ["--dataset", "phantom", "--data-root", str(phantom_dir), "--source", "t2-WT", "--target", "t1-WT"]
+    args = ["--suite", "phantom", "--data-root", str(phantom_dir), "--source", "t2-WT", "--target", "t1-WT"]
     args += ["--backbone", "nnunet", "--steps", "1", "--method", "finetune", "--out", str(tmp_path / "out")]
     assert main([*args, "--cache-dir", str(tmp_path / "cache")]) == 2
     err = capsys.readouterr().err.strip()

@@ -155,7 +155,8 @@ def test_bad_trm_values_are_one_line_cli_errors(tmp_path, capsys) -> None:
     out = tmp_path / "out"
     for param in ("trm.stride=0", "trm.granularity=voxel"):
         code = main(
-            ["--method", "trm", "--param", param, "--steps", "1", "--out", str(out), "--cache-dir", str(tmp_path)]
+            ["--suite", "phantom", "--method", "trm", "--param", param, "--steps", "1", "--out", str(out)]
+            + ["--cache-dir", str(tmp_path)]
         )
         err = capsys.readouterr().err.strip()
         assert code == 2 and len(err.splitlines()) == 1 and param.split(".")[1].split("=")[0] in err
@@ -196,7 +197,7 @@ def test_riskmap_figure_and_bad_task(tmp_path, capsys) -> None:
     from benchmarks.riskmap import main
 
     png = tmp_path / "fig.png"
-    args = ["--steps", "2", "--slices", "2", "--cache-dir", str(tmp_path / "cache")]
+    args = ["--suite", "phantom", "--steps", "2", "--slices", "2", "--cache-dir", str(tmp_path / "cache")]
     assert main([*args, "--out", str(png)]) == 0
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
     assert "fine-tuned model: not in the cache, trained" in capsys.readouterr().out

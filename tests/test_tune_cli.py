@@ -137,7 +137,7 @@ def test_bad_tuning_input_one_line_exit_2_store_untouched(
 ) -> None:
     out, cache, _ = tuned
     body, extra, message = BAD[case]
-    suite = write_suite(tmp_path, "methods: [l2sp]\n" + body) if body else "default"
+    suite = write_suite(tmp_path, "methods: [l2sp]\n" + body) if body else "phantom"
     before = snapshot(out)
     capsys.readouterr()
     assert main(["--suite", suite, *extra, "--steps", "2", "--out", str(out), "--cache-dir", str(cache)]) == 2

@@ -228,3 +228,10 @@ def test_trm_oracle_gets_the_transfer_risk_and_is_refused_without_it(small: Path
     suite.transfers = [("*-t1-WT", "*-t1ce-TC")]
     with pytest.raises(MethodConfigError, match="needs ground-truth risk maps, and dataset 'brainsim' has none"):
         build_cells(suite, oracle, data)
+
+
+def test_a_fets_folder_is_not_taken_for_a_brainsim_cache(phantom_dir: Path) -> None:
+    before = sorted(p.name for p in phantom_dir.iterdir())
+    with pytest.raises(DataError, match="not a generated brainsim set"):
+        BrainSim(phantom_dir)
+    assert sorted(p.name for p in phantom_dir.iterdir()) == before

@@ -87,7 +87,18 @@ def test_plugin_runs_end_to_end_through_the_cli(
     assert main(["--list-methods"]) == 0
     assert "mymethod" in capsys.readouterr().out
     out, cache = tmp_path / "out", tmp_path / "cache"
-    args = ["--method", "mymethod", "--param", "mymethod.weight=0.1", "--steps", "2", "--few-shot", "1"]
+    args = [
+        "--suite",
+        "phantom",
+        "--method",
+        "mymethod",
+        "--param",
+        "mymethod.weight=0.1",
+        "--steps",
+        "2",
+        "--few-shot",
+        "1",
+    ]
     assert main([*args, "--out", str(out), "--cache-dir", str(cache)]) == 0
     import pandas as pd
 
