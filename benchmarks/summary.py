@@ -5,6 +5,7 @@ from __future__ import annotations
 import shlex
 import shutil
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
@@ -12,9 +13,9 @@ import pandas as pd
 from benchmarks.config import Cell
 from benchmarks.core.options import DEFAULT_MARGIN
 from benchmarks.core.schema import SETTING_SCHEMA
+from leaderboard.stats import MIN_SEEDS
 from leaderboard.store import variant_names, with_run_defaults
 
-MIN_SEEDS = 3  # below this no interval is shown (docs/statistics.md: seeds share nothing else)
 CONTROLS = ("finetune", "scratch")
 # Setting columns (benchmarks.cell.setting_columns) that a run's cells fix: rows of the store that differ in
 # one are another setting and stay out of this run's table. Not these: lr (a tuned row's is its study's
@@ -54,29 +55,61 @@ def _rows_of(
     return same & (rows["split"] == "test")  # tuning trials score the validation subjects: never in this table
 
 
-def _interval(out: Path, keys: set[str], best: str, control: str, margin: float = DEFAULT_MARGIN) -> str:
-    """``[95% CI lo, hi; verdict]`` from the leaderboard's crossed (seed x subject) model, on this transfer.
+@dataclass(frozen=True)
+class Verdicts:
+    """The leaderboard's comparison tables (per control) as its printed command computes them, and the setting of
+    each cell (a scratch cell joins every transfer setting it matches); ``error`` when it could not be computed."""
 
-    The verdict is the leaderboard's (``stats.verdicts``), ``equivalent`` included: TOST within +-``margin`` Dice.
-    """
-    from leaderboard import compare, load_store  # scipy/statsmodels: only when an interval is asked for
+    tables: dict[str, pd.DataFrame]
+    settings: pd.DataFrame  # cell_key, setting
+    error: str = ""
+
+    def row(self, keys: set[str], best: str, control: str, transfer: str) -> pd.Series | None:
+        """The per-transfer row of ``best`` against ``control`` in the one setting of the transfer cells ``keys``."""
+        table = self.tables.get(control)
+        settings = set(self.settings.loc[self.settings["cell_key"].isin(keys), "setting"])
+        if table is None or len(settings) != 1:
+            return None
+        hit = table[(table["setting"] == settings.pop()) & (table["scope"] == transfer) & (table["method"] == best)]
+        return hit.iloc[0] if len(hit) == 1 else None
+
+
+def leaderboard_verdicts(command: list[str]) -> Verdicts:
+    """``comparisons.csv`` and ``negative_transfer.csv`` of the leaderboard ``command`` (its argv), computed by
+    the leaderboard's own functions on the rows its filters keep, so the summary's verdicts are the page's."""
+    from leaderboard.analysis import verdict_tables  # scipy: loaded where a run ends
+    from leaderboard.build import parser, selected
+    from leaderboard.comparisons import prepared
     from leaderboard.errors import LeaderboardError
 
+    args = parser().parse_args(command[command.index("leaderboard.build") + 1 :])
     try:
-        frame = load_store(out)
-        table = compare(frame[frame["cell_key"].isin(keys)], control, include_smoke=True, margin=margin)
-    except LeaderboardError as exc:  # the run's results stay valid; the summary says why there is no interval
-        return f" (no interval: {exc})"
-    row = table[(table["method"] == best) & (table["scope"] == "all")]
-    if row.empty or pd.isna(row["ci_low"].iloc[0]):
-        return ""
-    r = row.iloc[0]
-    verdict = f"equivalent within ±{margin:g}" if r.verdict == "equivalent" else r.verdict
-    return f" [95% CI {r.ci_low:+.3f}, {r.ci_high:+.3f}; {verdict}]"
+        df, options, _ = selected(args)
+        rows = prepared(df, options.scratch, args.include_smoke)
+        comparisons, negative = verdict_tables(rows, options)
+    except LeaderboardError as exc:  # the run's results stay valid; the summary says why there is no verdict
+        return Verdicts({}, pd.DataFrame(columns=["cell_key", "setting"]), str(exc))
+    tables = {name: table for name, table in ((options.control, comparisons), (options.scratch, negative)) if name}
+    return Verdicts(tables, rows[["cell_key", "setting"]].drop_duplicates(), "")
 
 
-def _verdict(sub: pd.DataFrame, out: Path, margin: float = DEFAULT_MARGIN) -> str:
-    """``best: X (Dice m): +d vs finetune [CI], +d vs scratch [CI]`` for one transfer.
+def _comparison(verdicts: Verdicts, keys: set[str], best: str, control: str, transfer: str, margin: float) -> str:
+    """``+d vs control [95% CI lo, hi; verdict]``: the leaderboard's per-transfer row, interval from 3 seeds."""
+    if verdicts.error:
+        return f"vs {control}: not on the leaderboard ({verdicts.error})"
+    r = verdicts.row(keys, best, control, transfer)
+    if r is None:
+        return f"vs {control}: no paired result (no seed and test subject in common, or several settings)"
+    text = f"{r['mean_diff']:+.3f} vs {control}"
+    if r["n_seeds"] < MIN_SEEDS or pd.isna(r["ci_low"]):
+        return text
+    verdict = f"equivalent within ±{margin:g}" if r["verdict"] == "equivalent" else r["verdict"]
+    note = f" ({r['note']})" if r["note"] else ""
+    return f"{text} [95% CI {r['ci_low']:+.3f}, {r['ci_high']:+.3f}; {verdict}]{note}"
+
+
+def _verdict(sub: pd.DataFrame, verdicts: Verdicts, transfer: str, margin: float = DEFAULT_MARGIN) -> str:
+    """``best: X (Dice m): +d vs finetune [CI; verdict], +d vs scratch [CI; verdict]`` for one transfer.
 
     Each control is the one of the best's kind (tuned, or not): tuned and untuned rows are separate settings.
     """
@@ -97,10 +130,9 @@ def _verdict(sub: pd.DataFrame, out: Path, margin: float = DEFAULT_MARGIN) -> st
         if len(labels) != 1:
             parts.append(f"no {control} in this run" if not labels else f"several {control} variants")
             continue
-        seeds = min(ok.loc[ok["label"] == label, "seed"].nunique() for label in (best, labels[0]))
-        keys = set(sub.loc[(sub["tuned_trials"] > 0) == kind, "cell_key"])
-        interval = _interval(out, keys, best_variant, control, margin) if seeds >= MIN_SEEDS else ""
-        parts.append(f"{means[best] - means[labels[0]]:+.3f} vs {control}{interval}")
+        pair = same_kind[same_kind["label"].isin([best, labels[0]]) & (same_kind["source_task"] != "")]
+        keys = set(pair["cell_key"])  # the transfer's cells: scratch's join every setting they match
+        parts.append(_comparison(verdicts, keys, best_variant, control, transfer, margin))
     if best_variant == "scratch":
         parts.append("no transferred model beat training from scratch (negative transfer, if it holds over seeds)")
     return f"  best: {best} (Dice {means[best]:.3f}): {'; '.join(parts)}"
@@ -121,6 +153,7 @@ def run_summary(
         rows = with_run_defaults(rows)
         rows = rows.assign(variant=variant_names(rows))
     settings = _run_settings(cells) if not rows.empty else {}
+    verdicts = leaderboard_verdicts(leaderboard_command(rows, cells, out, smoke, margin)) if not rows.empty else None
     for source, target, k in _blocks(cells) if not rows.empty else []:
         sub = rows[_rows_of(rows, cells, settings, source, target, k)]
         sub = sub.assign(lr=sub.get("lr", float("nan")))
@@ -142,9 +175,21 @@ def run_summary(
             lines.append(f"  {label:<{width}} {dice:>15} {len(ok):>5} {ok['seed'].nunique():>6} {failed:>7}")
         declined = sub.loc[sub["status"] == "skipped", ["variant", "error"]].drop_duplicates()
         lines += [f"  skipped: {variant}: {reason}" for variant, reason in declined.itertuples(index=False)]
-        lines.append(_verdict(sub, out, margin))
+        lines.append(_verdict(sub, verdicts, f"{source}->{target}", margin))
     lines += _footer(rows, cells, out, smoke, margin)
     return "\n".join(lines)
+
+
+def leaderboard_command(rows: pd.DataFrame, cells: list[Cell], out: Path, smoke: bool, margin: float) -> list[str]:
+    """The leaderboard command the summary prints (argv); the summary's verdicts are computed from it."""
+    command = [interpreter(), "-m", "leaderboard.build", "--results", str(out), "--out", str(out / "site")]
+    if not rows.empty and rows["suite"].nunique() > 1:
+        command += [a for s in sorted({c.suite for c in cells}) for a in ("--suite", s)]
+    if smoke:
+        command.append("--include-smoke")
+    if margin != DEFAULT_MARGIN:
+        command += ["--margin", str(margin)]
+    return command
 
 
 def _footer(rows: pd.DataFrame, cells: list[Cell], out: Path, smoke: bool, margin: float = DEFAULT_MARGIN) -> list[str]:
@@ -152,7 +197,9 @@ def _footer(rows: pd.DataFrame, cells: list[Cell], out: Path, smoke: bool, margi
     seeds = int(mine["seed"].nunique()) if len(mine) else 0
     lines = [
         "\nDice: mean ± std over rows; n = rows = test subjects x regions x seeds (one row per test subject "
-        "and region of every seed); best = highest mean Dice, its margin = difference of the means."
+        "and region of every seed); best = highest mean Dice. vs finetune / vs scratch: the leaderboard's row for "
+        "this transfer (comparisons.csv / negative_transfer.csv, scope = the transfer, from the command below): "
+        "the mean difference paired on seed and test subject."
     ]
     if any("*" in t for c in cells for t in (c.source_task, c.target_task)):
         lines.append("A * in a task name means every group (institution) pooled, e.g. *-t1ce-TC.")
@@ -163,18 +210,12 @@ def _footer(rows: pd.DataFrame, cells: list[Cell], out: Path, smoke: bool, margi
         )
     else:
         lines.append(
-            "Intervals: 95% CI of the difference from the leaderboard's crossed seed x subject model, "
-            "computed on this transfer alone (the leaderboard corrects for all comparisons at once). Verdict "
-            f"equivalent: not different, and the 90% CI lies within ±{margin:g} Dice (--margin; two one-sided "
-            "tests); inconclusive: neither shown."
+            "Intervals: 95% CI of the crossed seed x subject model, unadjusted; verdicts with Holm over every method "
+            "and transfer of the setting in this store against that control, as on the page (so a CI that excludes 0 "
+            f"can still be inconclusive). Verdict equivalent: not different, and the 90% CI lies within ±{margin:g} "
+            "Dice (--margin; two one-sided tests); inconclusive: neither shown."
         )
-    command = [interpreter(), "-m", "leaderboard.build", "--results", str(out), "--out", str(out / "site")]
-    if not rows.empty and rows["suite"].nunique() > 1:
-        command += [a for s in sorted({c.suite for c in cells}) for a in ("--suite", s)]
-    if smoke:
-        command.append("--include-smoke")
-    if margin != DEFAULT_MARGIN:
-        command += ["--margin", str(margin)]
+    command = leaderboard_command(rows, cells, out, smoke, margin)
     lines.append(f"Results: {mine['cell_key'].nunique() if len(mine) else 0} cells in {Path(out).resolve()}/cells")
     lines.append(f"Next, tables with paired tests and figures: {shlex.join(command)}")
     return lines

@@ -16,7 +16,7 @@ from leaderboard.errors import LeaderboardError
 from leaderboard.power import power_table
 from leaderboard.settings import left_out, setting_text
 from leaderboard.store import provenance, score_columns
-from leaderboard.units import METRICS, grids, scope_rows, scopes, wide_table
+from leaderboard.units import METRICS, Scope, comparison_scopes, covering, grids, scope_rows, wide_table
 
 
 @dataclass(frozen=True)
@@ -43,8 +43,9 @@ class SettingReport:
     setting: str
     suites: list[str]
     variants: list[str]
-    tasks: dict[str, str]
-    summary: pd.DataFrame  # method, scope, n_units, n_seeds, mean, std, mean_rank
+    scopes: list[Scope]  # the comparisons' scopes (``units.comparison_scopes``), widest last
+    types: dict[str, str]  # per scope: its transfer types
+    summary: pd.DataFrame  # method, scope, level, n_units, n_seeds, mean, std, mean_rank
     omnibus: dict
     notes: list[str] = field(default_factory=list)
 
@@ -68,27 +69,29 @@ class Report:
     without_results: list[str]
 
 
-def _summary(wide: pd.DataFrame, variants: list[str], higher: bool) -> tuple[pd.DataFrame, pd.DataFrame | None]:
-    """Per scope: mean and std over units (seeds averaged) of each variant on their common grid."""
-    rows, all_units = [], None
-    tasks = wide.index.get_level_values("target_task")
-    everywhere = [v for v in variants if all(wide.loc[tasks == t, v].notna().any() for t in tasks.unique())]
-    for scope in scopes(wide):
+def _summary(
+    wide: pd.DataFrame, scopes: list[Scope], variants: list[str], higher: bool
+) -> tuple[pd.DataFrame, pd.DataFrame | None]:
+    """Per scope: mean and std over units (seeds averaged) of each variant on their common grid; the widest
+    scope's units (subject x variant) for the omnibus test."""
+    rows, widest = [], None
+    for scope in scopes:
         part = scope_rows(wide, scope)
-        # Over all target tasks: the methods run on every one of them (the others are per task only).
-        present = everywhere if scope == "all" else [v for v in variants if part[v].notna().any()]
+        # A pooled scope holds the variants run on every one of its transfers (the others: per transfer only).
+        present = covering(part, scope, variants)
         g = grids(part, present)
         if not g.values:
             continue
         units = pd.DataFrame({v: g.values[v].mean(axis=0) for v in present})  # subject x variant
         ranks = pd.DataFrame(stats.block_ranks(units.to_numpy(), higher), index=units.index, columns=present)
-        if scope == "all":
-            all_units = units
+        if scope == scopes[-1]:
+            widest = units
         for v in present:
             rows.append(
                 {
                     "method": v,
-                    "scope": scope,
+                    "scope": scope.name,
+                    "level": scope.level,
                     "n_units": g.n_units,
                     "n_seeds": g.n_seeds,
                     "mean": float(units[v].mean()),
@@ -96,11 +99,15 @@ def _summary(wide: pd.DataFrame, variants: list[str], higher: bool) -> tuple[pd.
                     "mean_rank": float(ranks[v].mean()),
                 }
             )
-    return pd.DataFrame(rows), all_units
+    return pd.DataFrame(rows), widest
 
 
 def omnibus(units: pd.DataFrame | None, n_seeds: int, options: Options) -> dict:
-    """Friedman chi-square and Iman-Davenport F over the independent units; the Nemenyi CD when it may be drawn."""
+    """Friedman chi-square and Iman-Davenport F over the independent units; the Nemenyi CD when it may be drawn.
+
+    The same unit and seed rules as the verdicts: units are test subjects (seeds averaged) of the widest
+    scope, and with fewer than ``stats.MIN_SEEDS`` seeds there is no test, only the mean ranks.
+    """
     n, k = (0, 0) if units is None else units.shape
     result: dict = {
         "metric": options.metric,
@@ -126,30 +133,42 @@ def omnibus(units: pd.DataFrame | None, n_seeds: int, options: Options) -> dict:
     result["mean_ranks"] = dict(zip(units.columns, np.round(ranks.mean(axis=0), 6)))
     if k < 3:
         result["note"] = f"k={k}: the Friedman test needs 3 or more methods; see the comparisons"
-    elif n < 2:
+        return result
+    if n < 2:
         result["note"] = f"N={n} unit: the Friedman test needs 2 or more"
-    elif np.ptp(ranks, axis=1).max() == 0:
+        return result
+    if n_seeds < stats.MIN_SEEDS:
+        result["note"] = (
+            f"no omnibus test: {n_seeds} seed(s); like the verdicts it needs at least {stats.MIN_SEEDS} (the test "
+            "subjects of one seed share one trained model)"
+        )
+        return result
+    if np.ptp(ranks, axis=1).max() == 0:
         result["note"] = "all methods tie on every unit: the Friedman test is undefined"
+        return result
+    chi2, p = sps.friedmanchisquare(*units.to_numpy().T)
+    f, p_f = stats.iman_davenport(float(chi2), n, k)
+    result |= {
+        "friedman_chi2": float(chi2),
+        "friedman_p": float(p),
+        "iman_davenport_df": [k - 1, (k - 1) * (n - 1)],
+        "nemenyi_q_alpha": stats.nemenyi_q(k, options.alpha),
+        "nemenyi_cd": stats.nemenyi_cd(k, n, options.alpha),
+    }
+    notes = []
+    if math.isnan(f):
+        notes.append(f"{stats.F_UNDEFINED}; the diagram's gate is Friedman's p")
+        test, p_decision = "Friedman", float(p)
     else:
-        chi2, p = sps.friedmanchisquare(*units.to_numpy().T)
-        f, p_f = stats.iman_davenport(float(chi2), n, k)
-        result |= {
-            "friedman_chi2": float(chi2),
-            "friedman_p": float(p),
-            "iman_davenport_F": f,
-            "iman_davenport_p": p_f,
-            "iman_davenport_df": [k - 1, (k - 1) * (n - 1)],
-            "nemenyi_q_alpha": stats.nemenyi_q(k, options.alpha),
-            "nemenyi_cd": stats.nemenyi_cd(k, n, options.alpha),
-        }
-        if p_f >= options.alpha:
-            result["note"] = f"no CD diagram: the Iman–Davenport test does not reject (p = {p_f:.2g} ≥ α)"
-        elif n < stats.MIN_CD_UNITS:
-            result["note"] = f"no CD diagram: N = {n} units, fewer than {stats.MIN_CD_UNITS}"
-        elif n_seeds < stats.MIN_SEEDS:
-            result["note"] = f"no CD diagram: {n_seeds} seed(s), fewer than {stats.MIN_SEEDS}"
-        else:
-            result["draw_cd"] = True
+        result |= {"iman_davenport_F": f, "iman_davenport_p": p_f}
+        test, p_decision = "Iman–Davenport", p_f
+    if p_decision >= options.alpha:
+        notes.append(f"no CD diagram: the {test} test does not reject (p = {p_decision:.2g} ≥ α)")
+    elif n < stats.MIN_CD_UNITS:
+        notes.append(f"no CD diagram: N = {n} units, fewer than {stats.MIN_CD_UNITS}")
+    else:
+        result["draw_cd"] = True
+    result["note"] = "; ".join(notes)
     return result
 
 
@@ -158,25 +177,26 @@ def setting_report(setting: str, part: pd.DataFrame, options: Options) -> Settin
     wide = wide_table(part, options.metric, options.scratch)
     if wide.empty:
         return None
-    summary, units = _summary(wide, sorted(wide.columns), options.higher_is_better)
-    all_rows = summary[summary["scope"] == "all"] if not summary.empty else summary
-    n_seeds = int(all_rows["n_seeds"].min()) if not all_rows.empty else 0
-    order = all_rows.sort_values(["mean_rank", "method"])["method"].tolist()
+    scopes = comparison_scopes(wide)
+    summary, units = _summary(wide, scopes, sorted(wide.columns), options.higher_is_better)
+    widest = summary[summary["scope"] == scopes[-1].name] if not summary.empty else summary
+    n_seeds = int(widest["n_seeds"].min()) if not widest.empty else 0
+    order = widest.sort_values(["mean_rank", "method"])["method"].tolist()
     order += sorted(set(wide.columns) - set(order))
-    types = part.drop_duplicates("transfer").set_index("transfer")["transfer_type"]
-    tasks = {
-        task: ", ".join(sorted({types[t] for t in g["transfer"]} - {"none"}) or ["none"])
-        for task, g in part.groupby("target_task", sort=True)
+    kinds = part.drop_duplicates("transfer").set_index("transfer")["transfer_type"]
+    types = {
+        s.name: ", ".join(sorted({kinds.get(t, "none") for t in s.transfers} - {"none"}) or ["none"]) for s in scopes
     }
     notes = []
-    lost = sorted(set(wide.columns) - set(all_rows["method"]))
-    if lost:
-        notes.append(f"Not run on every target task, so shown per target task only: {', '.join(lost)}.")
+    lost = sorted(set(wide.columns) - set(widest["method"]))
+    if lost and len(scopes) > 1:
+        notes.append(f"Not run on every transfer, so shown per transfer only: {', '.join(lost)}.")
     return SettingReport(
         setting=setting,
         suites=sorted(part["suite"].unique()),
         variants=order,
-        tasks=tasks,
+        scopes=scopes,
+        types=types,
         summary=summary,
         omnibus=omnibus(units, n_seeds, options),
         notes=notes,
@@ -296,6 +316,19 @@ def _empty_comparisons() -> pd.DataFrame:
     return pd.DataFrame(columns=COLUMNS + EXTRA_COLUMNS)
 
 
+def verdict_tables(rows: pd.DataFrame, options: Options) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """``comparisons.csv`` (every variant against the control) and ``negative_transfer.csv`` (against scratch)
+    from ``prepared`` rows, each empty when its reference has no result; the run summary reads its verdicts here.
+    """
+    has = set(rows.loc[rows["status"] == "ok", "variant"])
+    common = {"metric": options.metric, "scratch": options.scratch, "alpha": options.alpha, "margin": options.margin}
+    tables = [
+        compare(rows, reference, **common) if reference in has and len(has) > 1 else _empty_comparisons()
+        for reference in (options.control, options.scratch)
+    ]
+    return tables[0], tables[1]
+
+
 def analyse(
     df: pd.DataFrame, options: Options, include_smoke: bool = False, dropped: dict[str, int] | None = None
 ) -> Report:
@@ -309,15 +342,11 @@ def analyse(
         raise LeaderboardError("--results: no successful result for the chosen filters/region")
     reports = [r for s, part in rows.groupby("setting", sort=True) if (r := setting_report(s, part, options))]
     has = set(ok["variant"])
-    comparisons = _empty_comparisons()
-    negative = _empty_comparisons()
+    comparisons, negative = verdict_tables(rows, options)
     power = pd.DataFrame()
-    common = {"metric": options.metric, "scratch": options.scratch, "alpha": options.alpha}
     if options.control in has and len(has) > 1:
-        comparisons = compare(rows, options.control, margin=options.margin, **common)
+        common = {"metric": options.metric, "scratch": options.scratch, "alpha": options.alpha}
         power = power_table(rows, options.control, options.power_delta, **common)
-    if options.scratch in has and len(has) > 1:
-        negative = compare(rows, options.scratch, margin=options.margin, **common)
     transfer, kendall = transferability(rows, options)
     return Report(
         options=options,

@@ -15,7 +15,6 @@ import pandas as pd
 
 from benchmarks.core.files import umask_mode
 from benchmarks.core.options import OneLineParser, add_margin
-from leaderboard import figures
 from leaderboard.analysis import Options, Report, analyse
 from leaderboard.comparisons import resolve_variant
 from leaderboard.errors import LeaderboardError
@@ -83,9 +82,18 @@ def build(args: argparse.Namespace) -> Report:
     """Read the store, compute everything, then write every output file into ``args.out``."""
     if args.out.exists() and not args.out.is_dir():
         raise LeaderboardError(f"--out {args.out}: exists and is not a folder")
-    df = load_store(args.results, strict=args.strict)
+    df, options, dropped = selected(args)
     for line in df.attrs["skipped"]:
         print(line, file=sys.stderr)
+    report = analyse(df, options, include_smoke=args.include_smoke, dropped=dropped)
+    publish(report, args.out)
+    return report
+
+
+def selected(args: argparse.Namespace) -> tuple[pd.DataFrame, Options, dict[str, int]]:
+    """The store's rows the command's filters keep, its resolved options, and what the filters left out
+    (``settings.left_out``); the run summary computes its verdicts from the same call."""
+    df = load_store(args.results, strict=args.strict)
     variants = sorted(df["variant"].unique())
     control = _resolve(args.control, "finetune", variants, "--control")
     scratch = _resolve(args.scratch, "scratch", variants, "--scratch")
@@ -111,9 +119,7 @@ def build(args: argparse.Namespace) -> Report:
         power_delta=args.power_delta,
         margin=args.margin,
     )
-    report = analyse(df, options, include_smoke=args.include_smoke, dropped=dropped)
-    publish(report, args.out)
-    return report
+    return df, options, dropped
 
 
 def publish(report: Report, out: Path) -> None:
@@ -174,6 +180,8 @@ def write_outputs(report: Report, out: Path) -> None:
 
 
 def _figures(report: Report, out: Path) -> dict[str, Path]:
+    from leaderboard import figures  # matplotlib: not for the run summary, which imports this module
+
     opts = report.options
     label = METRIC_LABELS[opts.metric]
     made: dict[str, Path] = {}
@@ -216,7 +224,7 @@ def _summary(report: Report) -> str:
     for sr in report.settings:
         s = sr.summary
         n_seeds = int(s["n_seeds"].min()) if not s.empty else 0
-        n_units = int(s.loc[s["scope"] == "all", "n_units"].max()) if not s.empty else 0
+        n_units = int(s.loc[s["scope"] == sr.scopes[-1].name, "n_units"].max()) if not s.empty else 0
         lines.append(f"  {sr.setting}: {n_units} test subjects, {n_seeds} seeds, suites {', '.join(sr.suites)}")
     if len(report.tuning) == 1:
         lines.append(f"only one method ({next(iter(report.tuning))}): nothing to compare")

@@ -9,11 +9,12 @@ from benchmarks.core.options import DEFAULT_MARGIN
 from leaderboard import stats
 from leaderboard.errors import LeaderboardError
 from leaderboard.settings import assign_settings, is_smoke
-from leaderboard.units import METRICS, grids, scope_rows, scopes, wide_table
+from leaderboard.units import LEVELS, METRICS, comparison_scopes, covering, grids, scope_rows, wide_table
 
 COLUMNS = [
     "setting",
     "scope",
+    "level",
     "method",
     "control",
     "n_units",
@@ -29,6 +30,13 @@ COLUMNS = [
 # the TOST p and its Holm adjustment over the same rows as p_holm.
 TOST_COLUMNS = ["margin", "tost_low", "tost_high", "p_tost", "p_tost_holm"]
 EXTRA_COLUMNS = [*TOST_COLUMNS, "df", "transfer_type", "note"]
+# The Holm family, defined here once for the page, the CSVs and the run summary (docs/statistics.md, "Multiplicity").
+HOLM_FAMILY = (
+    "Holm families: the per-transfer rows of one setting and one control are one family, the pooled rows (a target "
+    f"task's transfers, all target tasks) of that setting and control another; rows with fewer than {stats.MIN_SEEDS} "
+    "seeds can have no verdict and are in none; the TOST p-values of the same rows form families of their own. The "
+    "run summary's verdicts are the per-transfer rows."
+)
 
 
 def resolve_variant(name: str, variants: list[str], option: str) -> str:
@@ -67,14 +75,16 @@ def compare(
 ) -> pd.DataFrame:
     """One row per (setting, scope, method): method - control, interval, p, Holm p, TOST and verdict.
 
-    ``frame`` is ``load_store``'s output (optionally filtered with ``settings.select``). The unit is a
-    test subject (its regions, transfers and target tasks in the scope averaged within each seed);
-    method and control are paired on (subject, seed) and the interval and p-value come from the
-    crossed (seed x subject) random-effects model of ``stats.crossed_interval``. Holm runs over all
-    rows, for the difference p and, separately, for the TOST p of equivalence within +-``margin``
-    (Dice; ``stats.tost``). Verdict: ``worse``/``better`` (``negative``/``positive`` when the control
-    is scratch) when the Holm p < alpha with at least 3 seeds; else ``equivalent`` when the Holm TOST
-    p < alpha with at least 3 seeds; else ``inconclusive``. No equivalence for HD95 (the margin is a
+    ``frame`` is ``load_store``'s output (optionally filtered with ``settings.select``). Scopes
+    (``units.comparison_scopes``): each transfer, then pooled rows for a target task with several transfers
+    and for all target tasks. The unit is a test subject (its regions, transfers and target tasks in the
+    scope averaged within each seed); method and control are paired on (subject, seed) and the interval
+    and p-value come from the crossed (seed x subject) random-effects model of ``stats.crossed_interval``.
+    Holm runs within each family of ``HOLM_FAMILY`` (``holm_by_family``), for the difference p and,
+    separately, for the TOST p of equivalence within +-``margin`` (Dice; ``stats.tost``). Verdict:
+    ``worse``/``better`` (``negative``/``positive`` when the control is scratch) when the Holm p < alpha
+    with at least 3 seeds; else ``equivalent`` when the Holm TOST p < alpha with at least 3 seeds; else
+    ``inconclusive``. No equivalence for HD95 (the margin is a
     Dice difference) or with ``margin=None``. ``seed`` is accepted for API stability: the analytic
     interval draws no random numbers.
     """
@@ -95,30 +105,46 @@ def compare(
         if control not in wide.columns:
             continue
         types = part.drop_duplicates("transfer").set_index("transfer")["transfer_type"]
-        tasks = wide.index.get_level_values("target_task")
-        for scope in scopes(wide):
+        for scope in comparison_scopes(wide):
             units = scope_rows(wide, scope)
             for method in [v for v in wide.columns if v != control]:
-                if scope == "all" and len(scopes(wide)) > 1 and not _everywhere(wide, tasks, [method, control]):
-                    continue  # not pooled over all target tasks when the pair lacks one: its task rows say it all
+                if scope.level != "transfer" and len(covering(units, scope, [method, control])) < 2:
+                    continue  # a pooled row pools every transfer of its scope; else the transfer rows say it all
+                where = {"setting": setting, "scope": scope.name, "level": scope.level}
                 out.append(
-                    {"setting": setting, "scope": scope, "method": method, "control": control}
+                    where
+                    | {"method": method, "control": control}
                     | pair_result(units, method, control, alpha, types, margin)
                 )
     late = ("p_holm", "verdict", "p_tost_holm")
     result = pd.DataFrame(out, columns=[c for c in COLUMNS + EXTRA_COLUMNS if c not in late])
-    result = result[result["n_units"] > 0].reset_index(drop=True)
-    result["p_holm"] = stats.holm(result["p_value"].to_numpy(dtype=float))
-    # Equivalence claims are a family of their own, Holm over the same rows (docs/statistics.md, "Equivalence").
-    result["p_tost_holm"] = stats.holm(result["p_tost"].to_numpy(dtype=float))
+    result = result[result["n_units"] > 0]
+    # Each family's rows together, per-transfer rows first (a stable sort keeps the scopes' order).
+    result = result.sort_values(["setting", "level"], key=_level_order, kind="stable").reset_index(drop=True)
+    result["p_holm"] = holm_by_family(result, "p_value")
+    # Equivalence claims are families of their own over the same rows (docs/statistics.md, "Equivalence").
+    result["p_tost_holm"] = holm_by_family(result, "p_tost")
     mean, p, p_eq = (result[c].to_numpy(dtype=float) for c in ("mean_diff", "p_holm", "p_tost_holm"))
     result["verdict"] = stats.verdicts(mean, p, result["n_seeds"].to_numpy(dtype=float), alpha, higher, words, p_eq)
     return result[COLUMNS + EXTRA_COLUMNS]
 
 
-def _everywhere(wide: pd.DataFrame, tasks: pd.Index, variants: list[str]) -> bool:
-    """Whether every variant has a result on every target task of the setting."""
-    return all(wide.loc[tasks == t, v].notna().any() for t in tasks.unique() for v in variants)
+def _level_order(column: pd.Series) -> pd.Series:
+    return column.map(LEVELS.index) if column.name == "level" else column
+
+
+def holm_by_family(result: pd.DataFrame, column: str) -> np.ndarray:
+    """Holm-adjusted ``column`` within each family (``HOLM_FAMILY``): setting, control, per-transfer or pooled.
+
+    Rows with fewer than ``stats.MIN_SEEDS`` seeds are in no family (NaN): their verdict is inconclusive anyway.
+    """
+    p = result[column].to_numpy(dtype=float).copy()
+    p[result["n_seeds"].to_numpy() < stats.MIN_SEEDS] = np.nan
+    adjusted = np.full_like(p, np.nan)
+    family = result.groupby(["setting", "control", result["level"] == "transfer"], sort=False).indices
+    for index in family.values():
+        adjusted[index] = stats.holm(p[index])
+    return adjusted
 
 
 def pair_result(

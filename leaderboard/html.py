@@ -7,11 +7,13 @@ from html import escape
 from pathlib import Path
 
 from leaderboard.analysis import Report
+from leaderboard.comparisons import HOLM_FAMILY
 from leaderboard.render import numeric_columns
 from leaderboard.tables import (
     METRIC_LABELS,
     Table,
     TableCell,
+    cd_caption,
     coverage_lines,
     direction,
     failed_table,
@@ -43,6 +45,7 @@ figure img{max-width:min(100%,880px);height:auto;display:block}
 figcaption{color:#555;font-size:.85em;margin-top:6px;max-width:900px}
 ul.prov{margin:4px 0 10px;padding-left:20px}
 .mixed{color:#b2182b;font-weight:600}
+footer{margin-top:28px;border-top:1px solid #ddd;padding-top:8px}
 """
 
 
@@ -111,14 +114,7 @@ def page(report: Report, figures: dict[str, Path]) -> str:
         body.append(html_table(tables[0][1], f"leaderboard-{i}"))
         body.append(f'<p class="note" id="omnibus-{i}">Omnibus: {escape(omnibus_sentence(sr))}</p>')
         if f"cd_diagram_{i}" in figures:
-            body.append(
-                _figure(
-                    figures[f"cd_diagram_{i}"],
-                    "critical-difference diagram",
-                    "Critical-difference diagram (Demsar 2006): mean Friedman rank per method over the test "
-                    "subjects; methods joined by a bar do not differ significantly by the Nemenyi test.",
-                )
-            )
+            body.append(_figure(figures[f"cd_diagram_{i}"], "critical-difference diagram", cd_caption(report, sr)))
         body += [html_table(table, f"{kind}-{i}") for kind, table in tables[1:]]
     for j, (group, _) in enumerate(report.learning_curves, start=1):
         body.append(f'<h2 id="learning-curve-{j}-title">Learning curve: {escape(group)}</h2>')
@@ -141,6 +137,7 @@ def page(report: Report, figures: dict[str, Path]) -> str:
     body.append(f'<ul class="prov" id="provenance">{"".join(items)}</ul>')
     body.append(html_table(failed_table(report), "failed"))
     body.append(html_table(missing_table(report), "missing"))
+    body.append(f'<footer class="note" id="holm-family">{escape(HOLM_FAMILY)}</footer>')
     return (
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
         f"<title>ntbench leaderboard — {escape(label)}</title><style>{CSS}</style></head>"

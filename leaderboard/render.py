@@ -5,10 +5,12 @@ from __future__ import annotations
 import re
 
 from leaderboard.analysis import Report
+from leaderboard.comparisons import HOLM_FAMILY
 from leaderboard.tables import (
     METRIC_LABELS,
     Table,
     TableCell,
+    cd_caption,
     coverage_lines,
     failed_table,
     kendall_table,
@@ -59,11 +61,13 @@ def to_markdown(report: Report) -> str:
     for sr in report.settings:
         parts += [markdown_table(t) for _, t in setting_tables(report, sr)]
         parts += [f"Omnibus ({sr.setting}): {omnibus_sentence(sr)}", ""]
+        if sr.omnibus["draw_cd"]:
+            parts += [f"{cd_caption(report, sr)} (The diagram is on index.html.)", ""]
     if not report.transferability.empty:
         parts += [markdown_table(transferability_table(report)), markdown_table(kendall_table(report))]
     parts += ["## Provenance", ""]
     parts += [f"- {line}" for line in provenance_lines(report)] + [""]
-    parts += [markdown_table(failed_table(report)), markdown_table(missing_table(report))]
+    parts += [markdown_table(failed_table(report)), markdown_table(missing_table(report)), "---", "", HOLM_FAMILY, ""]
     return "\n".join(parts)
 
 

@@ -147,11 +147,18 @@ def block_ranks(blocks: np.ndarray, higher_is_better: bool) -> np.ndarray:
     return stats.rankdata(-blocks if higher_is_better else blocks, axis=1)
 
 
+# Why ``iman_davenport`` has no F: chi2 reaches its maximum N(k-1) exactly when every unit ranks the methods alike.
+F_UNDEFINED = "Iman–Davenport F undefined: every unit ranks the methods the same way"
+
+
 def iman_davenport(chi2: float, n: int, k: int) -> tuple[float, float]:
-    """Iman-Davenport F from Friedman's chi-square on N blocks and k methods, and its p-value."""
+    """Iman-Davenport F from Friedman's chi-square on N blocks and k methods, and its p-value.
+
+    NaN, NaN when the denominator N(k-1) - chi2 is 0 (``F_UNDEFINED``): F is not a number there, not infinite.
+    """
     denominator = n * (k - 1) - chi2
-    if denominator <= 0:
-        return math.inf, 0.0
+    if denominator <= 1e-9 * n * (k - 1):  # chi2 = N(k-1) up to rounding
+        return math.nan, math.nan
     # F_F = (N-1) chi2_F / (N(k-1) - chi2_F), F with (k-1, (k-1)(N-1)) df (Demsar 2006, Sec. 3.2.2).
     f = (n - 1) * chi2 / denominator
     return float(f), float(stats.f.sf(f, k - 1, (k - 1) * (n - 1)))

@@ -114,50 +114,54 @@ def methods_table(report: Report) -> Table:
     )
 
 
+def scope_text(name: str, level: str) -> str:
+    """A scope as the tables print it: ``t2-GM → t1-GM``, ``t1-GM, pooled`` or ``all, pooled``."""
+    return _arrow(name) if level == "transfer" else f"{name}, pooled"
+
+
 def setting_table(report: Report, sr: SettingReport) -> Table:
-    """One row per method, one column per target task (and all): mean ± std over units, best bold, † vs control."""
+    """One row per method, one column per scope of the comparisons: mean ± std over units, best bold, † vs control."""
     opts, summary = report.options, sr.summary
-    tasks = list(sr.tasks)
-    scopes = (tasks + ["all"]) if len(tasks) > 1 else ["all"]
-    by_scope = {s: summary[summary["scope"] == s].set_index("method") for s in scopes}
+    by_scope = {s.name: summary[summary["scope"] == s.name].set_index("method") for s in sr.scopes}
     pick = max if opts.higher_is_better else min
-    best = {s: _value(pick(by_scope[s]["mean"]), opts.metric) for s in scopes if not by_scope[s].empty}
+    best = {name: _value(pick(part["mean"]), opts.metric) for name, part in by_scope.items() if not part.empty}
     c = _of(report.comparisons, sr.setting)
     differs = c["verdict"].isin(DIFFERS)
     marked = set(zip(c.loc[differs, "method"], c.loc[differs, "scope"]))
     headers = ["Method"]
-    for scope in scopes:
-        part = by_scope[scope]
+    for scope in sr.scopes:
+        part = by_scope[scope.name]
         n = f"n={int(part['n_units'].iloc[0])}, {int(part['n_seeds'].min())} seeds" if not part.empty else "n=0"
-        name = tasks[0] if len(tasks) == 1 else scope
-        types = "all target tasks" if scope == "all" and len(tasks) > 1 else sr.tasks[name]
-        headers.append(f"{'All' if name == 'all' else name}\n{types}, {n}")
+        pooled = {"target": f"{len(scope.transfers)} transfers", "all": "all target tasks"}.get(scope.level)
+        headers.append(f"{scope_text(scope.name, scope.level)}\n{pooled or sr.types[scope.name]}, {n}")
     headers.append("Mean rank")
     ranks = sr.omnibus["mean_ranks"]
     best_rank = f"{min(ranks.values()):.2f}" if ranks else ""
     rows = []
     for variant in sr.variants:
         row = [TableCell(_label(report, variant))]
-        for scope in scopes:
-            if variant not in by_scope[scope].index:
+        for scope in sr.scopes:
+            if variant not in by_scope[scope.name].index:
                 row.append(TableCell("–"))
                 continue
-            s = by_scope[scope].loc[variant]
+            s = by_scope[scope.name].loc[variant]
             mean = _value(s["mean"], opts.metric)
             text = f"{mean} ± {_value(s['std'], opts.metric)}"
-            row.append(TableCell(text, bold=mean == best.get(scope), dagger=(variant, scope) in marked))
+            row.append(TableCell(text, bold=mean == best.get(scope.name), dagger=(variant, scope.name) in marked))
         rank = f"{ranks[variant]:.2f}" if variant in ranks else "–"
         rows.append([*row, TableCell(rank, bold=rank == best_rank)])
+    widest = scope_text(sr.scopes[-1].name, sr.scopes[-1].level)
     notes = [
         "Mean ± std over units: a unit is one test subject, its regions and transfers averaged within each seed, "
-        "then its seeds averaged; methods are compared on the units and seeds they all have. Bold: best per "
-        "column. Mean rank: Friedman ranks over the units of all target tasks, 1 = best. Suites: "
-        f"{', '.join(sr.suites)}."
+        "then its seeds averaged; methods are compared on the units and seeds they all have. Columns: each "
+        "transfer, then a target task's transfers pooled and all target tasks pooled (a pooled column holds the "
+        "methods run on each of its transfers). Bold: best per column. Mean rank: Friedman ranks over the units "
+        f"of {widest}, 1 = best. Suites: {', '.join(sr.suites)}."
     ]
     if opts.control in sr.variants and len(sr.variants) > 1:
         notes.append(
-            f"†: differs from {opts.control} (crossed seed × subject model, Holm over every row of the "
-            f"comparisons, α = {opts.alpha:g}, at least {MIN_SEEDS} seeds)."
+            f"†: differs from {opts.control} in that column's row of the comparisons (crossed seed × subject "
+            f"model, Holm within its family, α = {opts.alpha:g}, at least {MIN_SEEDS} seeds)."
         )
     n_seeds = int(summary["n_seeds"].min()) if not summary.empty else 0
     if n_seeds < MIN_SEEDS:
@@ -175,7 +179,7 @@ def _comparison_rows(frame: pd.DataFrame, metric: str, tost: bool) -> list[list[
     return [
         [
             TableCell(r.method),
-            TableCell(r.scope),
+            TableCell(scope_text(r.scope, r.level)),
             TableCell(r.transfer_type or "–"),
             TableCell(str(r.n_units)),
             TableCell(str(r.n_seeds)),
@@ -221,11 +225,12 @@ def _comparison_headers(report: Report) -> list[str]:
 
 
 MODEL_NOTE = (
-    "Units: test subjects (each counted once per scope); Δ is averaged within each (subject, seed) over the "
-    "scope's regions, transfers and target tasks. CI and p: crossed random-effects model of the paired "
-    "differences (seed and subject random), method-of-moments variance with a Satterthwaite t (Clark 1973; "
-    "Satterthwaite 1946), so they cover new seeds and new test subjects; calibration in docs/statistics.md. "
-    "Holm over every row of this table (all settings and scopes); the CI is unadjusted."
+    "Scope: one transfer, or pooled over a target task's transfers or over all target tasks. Units: test subjects "
+    "(each counted once per scope); Δ is averaged within each (subject, seed) over the scope's regions, transfers "
+    "and target tasks. CI and p: crossed random-effects model of the paired differences (seed and subject random), "
+    "method-of-moments variance with a Satterthwaite t (Clark 1973; Satterthwaite 1946), so they cover new seeds "
+    "and new test subjects; calibration in docs/statistics.md. Holm within the per-transfer rows of this table, "
+    "and separately within its pooled rows (page footer); the CI is unadjusted."
 )
 
 
@@ -238,9 +243,9 @@ def equivalence_note(report: Report) -> str:
     return (
         f"equivalent: not significantly different, and the two one-sided tests (TOST, Schuirmann 1987) put the "
         f"difference within ±{opts.margin:g} Dice (--margin): the {level}% CI (TOST) of the same model lies inside "
-        f"±{opts.margin:g}, at the Holm-adjusted level (p TOST (Holm) < α = {opts.alpha:g}, Holm over the same rows); "
-        f"at least {MIN_SEEDS} seeds. inconclusive: neither a difference nor equivalence is shown (too few seeds or "
-        "units, or too much noise), which does not mean no effect."
+        f"±{opts.margin:g}, at the Holm-adjusted level (p TOST (Holm) < α = {opts.alpha:g}, Holm within the same "
+        f"families); at least {MIN_SEEDS} seeds. inconclusive: neither a difference nor equivalence is shown (too few "
+        "seeds or units, or too much noise), which does not mean no effect."
     )
 
 
@@ -279,12 +284,11 @@ def omnibus_sentence(sr: SettingReport) -> str:
     o = sr.omnibus
     parts = []
     if o["friedman_chi2"] is not None:
-        df1, df2 = o["iman_davenport_df"]
-        parts.append(
-            f"Friedman χ²({o['k'] - 1}) = {o['friedman_chi2']:.2f}, p = {o['friedman_p']:.2g}; "
-            f"Iman–Davenport F({df1}, {df2}) = {o['iman_davenport_F']:.2f}, p = {o['iman_davenport_p']:.2g} "
-            f"over N = {o['N']} independent units (test subjects)"
-        )
+        test = f"Friedman χ²({o['k'] - 1}) = {o['friedman_chi2']:.2f}, p = {o['friedman_p']:.2g}"
+        if o["iman_davenport_F"] is not None:
+            df1, df2 = o["iman_davenport_df"]
+            test += f"; Iman–Davenport F({df1}, {df2}) = {o['iman_davenport_F']:.2f}, p = {o['iman_davenport_p']:.2g}"
+        parts.append(f"{test} over N = {o['N']} independent units (test subjects), {o['n_seeds']} seeds")
     if o["draw_cd"]:
         parts.append(
             f"Nemenyi CD = {o['nemenyi_cd']:.2f} mean ranks at α = {o['alpha']:g} "
@@ -293,6 +297,35 @@ def omnibus_sentence(sr: SettingReport) -> str:
     if o["note"]:
         parts.append(o["note"])
     return "; ".join(parts) + "."
+
+
+def cd_disagreements(report: Report, sr: SettingReport) -> list[str]:
+    """Pairs (method vs control or scratch, widest scope) that the CD diagram and the verdict judge differently."""
+    o, widest = sr.omnibus, sr.scopes[-1].name
+    if not o["draw_cd"]:
+        return []
+    ranks, out = o["mean_ranks"], {}
+    for table in (report.comparisons, report.negative_transfer):
+        rows = _of(table, sr.setting)
+        for r in rows[rows["scope"] == widest].itertuples():
+            if r.method in ranks and r.control in ranks:
+                separated = abs(ranks[r.method] - ranks[r.control]) >= o["nemenyi_cd"]
+                if separated != (r.verdict in DIFFERS):  # a pair in both tables is named once
+                    out.setdefault(frozenset((r.method, r.control)), f"{r.method} vs {r.control} ({r.verdict})")
+    return sorted(out.values())
+
+
+def cd_caption(report: Report, sr: SettingReport) -> str:
+    """The CD diagram's caption, with why it and a pairwise verdict can disagree (and where they do here)."""
+    pairs = cd_disagreements(report, sr)
+    here = f" (here: {'; '.join(pairs)})" if pairs else ""
+    return (
+        "Critical-difference diagram (Demsar 2006): mean Friedman rank per method over the test subjects of "
+        f"{scope_text(sr.scopes[-1].name, sr.scopes[-1].level)}; methods joined by a bar do not differ significantly "
+        f"by the Nemenyi test. It can disagree with the verdicts below{here} because it ranks the methods within "
+        "each test subject with the seeds averaged, treating these trained models as fixed, while a verdict tests "
+        "the mean difference against the seed-to-seed spread of the models as well, with Holm's correction."
+    )
 
 
 def power_table(report: Report, sr: SettingReport) -> Table:

@@ -87,14 +87,41 @@ def grids(wide: pd.DataFrame, variants: list[str]) -> Grids:
     return Grids(values, dropped_seeds, len(presence.index) - len(blocks_kept))
 
 
-def scope_rows(wide: pd.DataFrame, scope: str) -> pd.DataFrame:
-    """The units of a scope: ``all`` or one target task."""
-    if scope == "all":
-        return wide
-    return wide[wide.index.get_level_values("target_task") == scope]
+# Scope levels, narrowest first: one transfer, the transfers into one target task, every target task of a setting.
+LEVELS = ("transfer", "target", "all")
 
 
-def scopes(wide: pd.DataFrame) -> list[str]:
-    """``all`` followed by each target task; only ``all`` when there is one target task (the same units)."""
-    tasks = sorted(wide.index.get_level_values("target_task").unique())
-    return ["all", *tasks] if len(tasks) > 1 else ["all"]
+@dataclass(frozen=True)
+class Scope:
+    """The units a table column or comparison row pools: one transfer, a target task's transfers, or all."""
+
+    name: str  # the transfer (``t2-GM->t1-GM``), the target task, or ``all``
+    level: str  # one of LEVELS
+    transfers: tuple[str, ...]
+
+
+def comparison_scopes(wide: pd.DataFrame) -> list[Scope]:
+    """Every distinct set of units of a setting once, widest last: each transfer; each target task into which
+    two or more transfers go; ``all`` when there are two or more target tasks. A pooled scope that would hold
+    the same units as a narrower one is not made, so one comparison has one row (and one verdict)."""
+    pairs = wide.index.to_frame(index=False)[["target_task", "transfer"]].drop_duplicates()
+    out: list[Scope] = []
+    for task, part in pairs.groupby("target_task", sort=True):
+        transfers = tuple(sorted(part["transfer"]))
+        out += [Scope(t, "transfer", (t,)) for t in transfers]
+        if len(transfers) > 1:
+            out.append(Scope(str(task), "target", transfers))
+    if pairs["target_task"].nunique() > 1:
+        out.append(Scope("all", "all", tuple(sorted(pairs["transfer"]))))
+    return out
+
+
+def scope_rows(wide: pd.DataFrame, scope: Scope) -> pd.DataFrame:
+    """The rows of the units of a scope."""
+    return wide[wide.index.get_level_values("transfer").isin(scope.transfers)]
+
+
+def covering(units: pd.DataFrame, scope: Scope, variants: list[str]) -> list[str]:
+    """The variants with a result on every transfer of the scope (a pooled scope pools them all, or not them)."""
+    transfers = units.index.get_level_values("transfer")
+    return [v for v in variants if all(units.loc[transfers == t, v].notna().any() for t in scope.transfers)]

@@ -6,18 +6,21 @@ import hashlib
 import json
 from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
+from itertools import product
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
 import pytest
 
-# target task -> (dataset, source task, transfer type, region, scratch Dice, test subject prefix)
+# target task -> (dataset, source task (or a tuple: one transfer each), transfer type, region, scratch Dice,
+# test subject prefix)
 TASKS = {
     "02-t1-TC": ("fets", "01-t1-TC", "cross-group", "TC", 0.70, "FeTS2022_02"),
     "t1-GM": ("iseg", "t2-GM", "cross-modality", "GM", 0.83, "iSeg-"),
 }
-# variant -> (method, params, Dice shift over scratch per target task)
+# variant -> (method, params, Dice shift over scratch per target task, or per transfer "source->target")
 METHODS = {
     "scratch": ("scratch", {}, {"02-t1-TC": 0.0, "t1-GM": 0.0}),
     "finetune": ("finetune", {}, {"02-t1-TC": 0.05, "t1-GM": -0.03}),
@@ -62,27 +65,29 @@ def make_store(
     cells = root / "cells"
     cells.mkdir(parents=True, exist_ok=True)
     index = 0
-    for task, (dataset, source, kind, region, level, prefix) in tasks.items():
+    for task, (dataset, source_tasks, kind, region, level, prefix) in tasks.items():
+        sources = (source_tasks,) if isinstance(source_tasks, str) else source_tasks
         subject_effect = rng.normal(0, subject_sd, subjects)
         ids = subject_ids or [f"{prefix}{i + 1:03d}" for i in range(subjects)]
         for seed in range(seeds):
             seed_effect = rng.normal(0, seed_sd)
-            ft_gain = methods.get("finetune", ("", {}, {task: 0.0}))[2][task]
+            ft_gain = methods.get("finetune", ("", {}, {}))[2].get(task, 0.0)
             leep = -1.2 + 2.0 * ft_gain + rng.normal(0, 0.03)
             nce = -0.9 + 1.5 * ft_gain + rng.normal(0, 0.03)
-            for k_shot in few_shots:
-                for variant, (method, params, shifts) in methods.items():
+            for k_shot, (variant, (method, params, shifts)) in product(few_shots, methods.items()):
+                is_scratch = method == "scratch"
+                for source in [""] if is_scratch else sources:
                     interaction = rng.normal(0, interaction_sd)
                     noise = rng.normal(0, noise_sd, subjects)
                     if (variant, task, seed) in missing:
                         continue
-                    is_scratch = method == "scratch"
                     shot_penalty = 0.0 if k_shot == 0 else (0.25 if is_scratch else 0.12) / np.sqrt(k_shot)
-                    dice = level + shifts[task] + seed_effect + interaction + subject_effect + noise
+                    shift = shifts.get(f"{source}->{task}", shifts.get(task))
+                    dice = level + shift + seed_effect + interaction + subject_effect + noise
                     dice = np.clip(dice - shot_penalty, 0.0, 1.0)
                     config = {
                         "task": task,
-                        "source": "" if is_scratch else source,
+                        "source": source,
                         "method": method,
                         "params": params,
                         "seed": seed,
@@ -94,8 +99,8 @@ def make_store(
                         "cell_key": key,
                         "suite": "default",
                         "dataset": dataset,
-                        "transfer": f"{'scratch' if is_scratch else source}->{task}",
-                        "source_task": "" if is_scratch else source,
+                        "transfer": f"{source or 'scratch'}->{task}",
+                        "source_task": source,
                         "target_task": task,
                         "transfer_type": "none" if is_scratch else kind,
                         "method": method,
@@ -169,3 +174,32 @@ def default_build(default_store: Path) -> Path:
     out = default_store.parent / "out"
     assert run_build(default_store, out) == 0
     return out
+
+
+@pytest.fixture
+def summarise(monkeypatch: pytest.MonkeyPatch) -> Callable[..., str]:
+    """``summarise(store, smoke=False, margin=0.02)``: the runner's end-of-run summary of every cell of a synthetic
+    store, as if one run had made them (its setting values read from the store instead of from ``Cell`` objects)."""
+    import benchmarks.summary
+    from leaderboard import load_store
+
+    def summarise(store: Path, smoke: bool = False, margin: float = 0.02) -> str:
+        rows = load_store(store)
+        setting = {c: set(rows[c].dropna()) for c in benchmarks.summary.SAME_SETTING if c in rows.columns}
+        monkeypatch.setattr(benchmarks.summary, "_run_settings", lambda cells: setting)
+        cells = [
+            SimpleNamespace(
+                key=r.cell_key,
+                suite=r.suite,
+                dataset=r.dataset,
+                backbone=r.backbone,
+                source_task=r.source_task,
+                target_task=r.target_task,
+                few_shot=r.few_shot,
+                budget=SimpleNamespace(target_steps=r.target_steps),
+            )
+            for r in rows.drop_duplicates("cell_key").itertuples()
+        ]
+        return benchmarks.summary.run_summary(rows, cells, store, smoke=smoke, margin=margin)
+
+    return summarise

@@ -11,10 +11,9 @@ import pandas as pd
 import pytest
 from conftest import METHODS, TASKS, make_store, run_build
 from scipy import stats as sps
-from test_leaderboard_stats import crossed_reference
+from test_leaderboard_stats import crossed_reference, holm_by_family_reference
 
 import leaderboard
-from leaderboard.stats import holm
 from leaderboard.store import variant_names, with_run_defaults
 
 FETS = "fets · monai-unet · K=all · 300 steps"
@@ -41,13 +40,14 @@ def hand_grid(results: Path, method: str, control: str, dataset: str, metric: st
 
 def test_comparisons_match_hand_reference(default_build: Path, default_store: Path) -> None:
     comparisons = pd.read_csv(default_build / "comparisons.csv", keep_default_na=False, na_values=[""])
-    assert list(comparisons.columns[:12]) == [
-        "setting", "scope", "method", "control", "n_units", "n_seeds",
+    assert list(comparisons.columns[:13]) == [
+        "setting", "scope", "level", "method", "control", "n_units", "n_seeds",
         "mean_diff", "ci_low", "ci_high", "p_value", "p_holm", "verdict",
     ]  # fmt: skip
-    for dataset in ("fets", "iseg"):
+    for dataset, transfer in (("fets", "01-t1-TC->02-t1-TC"), ("iseg", "t2-GM->t1-GM")):
         rows = comparisons[comparisons["setting"].str.startswith(dataset)]
-        assert set(rows["scope"]) == {"all"} and len(rows) == 5
+        # One transfer per setting: its row is the only one (a pooled row would repeat it with another verdict).
+        assert set(zip(rows["scope"], rows["level"])) == {(transfer, "transfer")} and len(rows) == 5
         for row in rows.itertuples():
             grid = hand_grid(default_store, row.method, "finetune", dataset)
             assert (row.n_seeds, row.n_units) == grid.shape
@@ -55,11 +55,13 @@ def test_comparisons_match_hand_reference(default_build: Path, default_store: Pa
             assert (row.mean_diff, row.ci_low, row.ci_high, row.p_value) == pytest.approx((mean, low, high, p))
 
 
-def test_holm_over_every_row_and_verdicts(default_build: Path) -> None:
+def test_holm_within_families_and_verdicts(default_build: Path) -> None:
     for name in ("comparisons.csv", "negative_transfer.csv"):
         frame = pd.read_csv(default_build / name)
-        np.testing.assert_allclose(frame["p_holm"], holm(frame["p_value"].to_numpy()))
-        np.testing.assert_allclose(frame["p_tost_holm"], holm(frame["p_tost"].to_numpy()))
+        records = frame.to_dict("records")
+        np.testing.assert_allclose(frame["p_holm"], holm_by_family_reference(records, "p_value"))
+        np.testing.assert_allclose(frame["p_tost_holm"], holm_by_family_reference(records, "p_tost"))
+        assert frame.groupby("setting")["p_holm"].count().min() == 5  # each setting its own family of 5 rows
         significant = frame["p_holm"] < 0.05
         equivalent = ~significant & (frame["p_tost_holm"] < 0.05) & (frame["n_seeds"] >= 3)
         assert (frame.loc[equivalent, "verdict"] == "equivalent").all()
@@ -92,8 +94,9 @@ def test_subject_on_three_target_tasks_counts_once(store_factory) -> None:
     store = store_factory(tasks=tasks, methods=methods, seeds=3, subjects=4, subject_ids=[f"S{i}" for i in range(4)])
     result = leaderboard.compare(leaderboard.load_store(store), "finetune")
     pooled = result.set_index("scope").loc["all"]
-    assert (pooled["n_units"], pooled["n_seeds"]) == (4, 3)
-    assert set(result["scope"]) == {"all", *tasks}
+    assert (pooled["n_units"], pooled["n_seeds"], pooled["level"]) == (4, 3, "all")
+    # One transfer into each target task: the transfer rows are the target tasks' rows (no pooled copy of them).
+    assert set(result["scope"]) == {"all", *(f"{source}->{task}" for task, (_, source, *_) in tasks.items())}
 
 
 def test_two_learning_rates_are_two_settings(tmp_path: Path) -> None:
@@ -119,10 +122,15 @@ def test_scratch_pairs_with_every_transfer_into_its_target(store_factory) -> Non
         dice=lambda f: f["dice"] - 0.1,
     )
     both = pd.concat([frame, extra], ignore_index=True)
-    row = leaderboard.compare(both, "scratch").iloc[0]
-    hand = both[both["method"] == "finetune"].groupby(["seed", "subject_id"])["dice"].mean()
+    result = leaderboard.compare(both, "scratch").set_index("scope")
+    assert result["level"].to_dict() == {"t2-GM->t1-GM": "transfer", "t1-WM->t1-GM": "transfer", "t1-GM": "target"}
+    finetune = both[both["method"] == "finetune"]
     sc = both[both["method"] == "scratch"].set_index(["seed", "subject_id"])["dice"]
-    assert row["mean_diff"] == pytest.approx(float((hand - sc).mean()))
+    pooled = finetune.groupby(["seed", "subject_id"])["dice"].mean()
+    assert result.loc["t1-GM", "mean_diff"] == pytest.approx(float((pooled - sc).mean()))
+    for transfer, rows in finetune.groupby("transfer"):
+        one = rows.set_index(["seed", "subject_id"])["dice"]
+        assert result.loc[transfer, "mean_diff"] == pytest.approx(float((one - sc).mean()))
 
 
 @pytest.mark.parametrize(("seeds", "expected"), [(2, "inconclusive"), (5, "negative")])

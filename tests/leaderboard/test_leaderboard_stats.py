@@ -23,6 +23,20 @@ def holm_reference(p: list[float]) -> list[float]:
     return adjusted
 
 
+def holm_by_family_reference(rows: list[dict], column: str) -> list[float]:
+    """Holm within each (setting, control, per-transfer or pooled) family by plain loops; fewer than 3 seeds or a
+    NaN p: in no family."""
+    families: dict[tuple, list[int]] = {}
+    for i, r in enumerate(rows):
+        if r["n_seeds"] >= 3 and not math.isnan(r[column]):
+            families.setdefault((r["setting"], r["control"], r["level"] == "transfer"), []).append(i)
+    out = [math.nan] * len(rows)
+    for members in families.values():
+        for i, q in zip(members, holm_reference([rows[i][column] for i in members])):
+            out[i] = q
+    return out
+
+
 @pytest.mark.parametrize("seed", range(20))
 def test_holm_matches_plain_loop(seed: int) -> None:
     rng = np.random.default_rng(seed)
@@ -62,6 +76,16 @@ def test_nemenyi_groups() -> None:
 def test_min_kendall_p_is_scipys_smallest_exact_p(n: int) -> None:
     assert sps.kendalltau(np.arange(n), np.arange(n), method="exact").pvalue == pytest.approx(stats.min_kendall_p(n))
     assert (stats.min_kendall_p(n) <= 0.05) == (n >= stats.MIN_KENDALL_N)
+
+
+def test_iman_davenport_is_undefined_when_every_unit_ranks_alike() -> None:
+    # Every unit ranks the 4 methods 1, 2, 3, 4: chi2 = N(k-1) = 3N (Demsar 2006, Sec. 3.2.2), F's denominator 0.
+    units = np.arange(4.0)[None, :] + np.random.default_rng(0).uniform(0, 0.5, (9, 1))
+    chi2 = sps.friedmanchisquare(*units.T).statistic
+    assert chi2 == pytest.approx(9 * 3)
+    f, p = stats.iman_davenport(chi2, 9, 4)
+    assert math.isnan(f) and math.isnan(p)
+    assert not math.isnan(stats.iman_davenport(chi2 - 0.5, 9, 4)[0])  # one unit off: F is a number again
 
 
 def test_iman_davenport_plain_formula() -> None:
