@@ -13,7 +13,8 @@ from benchmarks.threads import DEFAULT_THREADS
 from datasets.base import Task
 
 # Cell and Budget fields added after the first release, with their defaults: a field at its default is
-# not hashed into the cell key, so adding an option never invalidates results already in a store.
+# not hashed into the cell key, so adding an option never invalidates results already in a store. The method's
+# and the trainer's versions (``Method.version``, ``benchmarks.train.TRAINER_VERSION``) are hashed from 2 on.
 KEY_STABLE_DEFAULTS: dict[str, dict[str, Any]] = {
     "cell": {
         "split": "test",
@@ -21,6 +22,8 @@ KEY_STABLE_DEFAULTS: dict[str, dict[str, Any]] = {
         "tuned_trials": 0,
         "split_fractions": DEFAULT_SPLIT_FRACTIONS,
         "threads": DEFAULT_THREADS,
+        "method_version": 1,
+        "trainer_version": 1,
     },
     "budget": {"amp": "off", "compile": False, "target_lr": None, "smoke": False},
 }
@@ -75,16 +78,20 @@ class Cell:
         return f"{self.source_task or 'scratch'}->{self.target_task}"
 
     def normalised(self) -> dict[str, Any]:
-        """Everything that changes the result; the suite name and code version are not in it.
+        """Everything that changes the result; the suite name and code version are not in it, the method's and
+        the trainer's versions are (from version 2 on).
 
         Fields added after the first release are left out while at their default
         (``KEY_STABLE_DEFAULTS``), and so are method hyperparameters a method added later
         (``Method.key_stable_defaults``), so that finished grids keep their keys.
         """
+        from benchmarks.train import TRAINER_VERSION
+
         d = asdict(self)
         del d["suite"], d["checkpoint"]  # the checkpoint counts by content, through the fingerprint
         del d["tuned_params"]  # how the values were chosen, not what runs: method_params and budget hold them
         d["method_params"] = self.resolved_params()
+        d["method_version"], d["trainer_version"] = self._method_version(), TRAINER_VERSION
         if not self.source_task:
             d["budget"]["source_steps"] = 0
         parts = [(d, KEY_STABLE_DEFAULTS["cell"]), (d["budget"], KEY_STABLE_DEFAULTS["budget"])]
@@ -94,6 +101,12 @@ class Cell:
                 if part.get(name) == default:
                     del part[name]
         return d
+
+    def _method_version(self) -> int:
+        """The registered method's ``version``; a method not registered here (imported predictions) counts as 1."""
+        from methods import METHODS
+
+        return METHODS.get(self.method).version if self.method in METHODS else 1
 
     def _method_stable_defaults(self) -> dict[str, Any]:
         """The method's hyperparameters added after its first release, at the value older cells ran with."""

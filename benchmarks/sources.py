@@ -19,13 +19,16 @@ from benchmarks.backbones import SegModel, build_backbone, is_nnunet_checkpoint
 from benchmarks.config import KEY_STABLE_DEFAULTS, Cell
 from benchmarks.core.files import atomic_write
 from benchmarks.data import OpenDataset
-from benchmarks.train import seed_all, train
+from benchmarks.train import TRAINER_VERSION, seed_all, train
 from datasets.base import Task
 from datasets.slices import SliceDataset
 
 
 def source_key(cell: Cell) -> str:
-    """Hash of what determines the source model (not the method, target or few-shot k)."""
+    """Hash of what determines the source model (not the method, target or few-shot k).
+
+    Source models are trained by plain training (``benchmarks.train``): the trainer's version enters from 2 on.
+    """
     b = asdict(cell.budget)
     b.pop("target_steps")
     for name, default in KEY_STABLE_DEFAULTS["budget"].items():  # added fields at their default: same key
@@ -44,6 +47,8 @@ def source_key(cell: Cell) -> str:
     ]
     if cell.threads != KEY_STABLE_DEFAULTS["cell"]["threads"]:  # CPU weights depend on it bitwise
         parts.append({"threads": cell.threads})
+    if TRAINER_VERSION != KEY_STABLE_DEFAULTS["cell"]["trainer_version"]:
+        parts.append({"trainer_version": TRAINER_VERSION})
     blob = json.dumps(parts, sort_keys=True, default=str)
     return hashlib.sha1(blob.encode()).hexdigest()[:16]
 

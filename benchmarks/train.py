@@ -22,6 +22,11 @@ from datasets.device_batches import DeviceBatches
 from datasets.slices import SliceDataset, SliceSet
 from methods.base import Method
 
+# Bumped (1, 2, ...) whenever the training loop changes results for the same inputs: batches, augmentation, the
+# optimiser step, seeding, the shared loss (methods/losses.py). Cell and source-model keys hash it from 2 on
+# (docs/design.md §Vocabulary), so models and cells of an older trainer are never reused.
+TRAINER_VERSION = 1
+
 
 class TrainingDiverged(RuntimeError):
     """The loss became NaN or infinite."""

@@ -190,6 +190,8 @@ class TransferRiskMap(Method):
             return None
         stable = self.key_stable_defaults
         params = {k: v for k, v in self.params.items() if k not in stable or stable[k] != v}  # as in the cell key
+        if self.version != 1:  # as in the cell key: maps of an older trm are not reused
+            params["version"] = self.version
         h = hashlib.sha1(repr(sorted(params.items())).encode())
         for tensor in source.state_dict().values():
             h.update(tensor.detach().cpu().numpy().tobytes())

@@ -81,3 +81,63 @@ def test_key_includes_the_method_defaults(monkeypatch) -> None:
     changed = {**cls.hparams, "alpha": replace(cls.hparams["alpha"], default=cls.hparams["alpha"].default + 1)}
     monkeypatch.setattr(cls, "hparams", changed)
     assert _cell(method="trm").key != before
+
+
+# Every built-in method's default cell, pinned: a refactor that changes no result keeps every key. lp-ft is at
+# version 2 (its probe subsample follows the cell's seed), the others at version 1, which is not hashed.
+PINNED_KEYS = {
+    "bss": "41926cb12c72fd4d",
+    "class-weighted": "4bdd43c6fa8ffd30",
+    "delta": "22599263273e178f",
+    "finetune": "e20e5f62c295e022",
+    "freeze": "e70a5629cf8e44ff",
+    "l2sp": "a88b6bc7b8579d01",
+    "lp-ft": "55054a5b305df90f",
+    "lwf": "c7250c1c27946c19",
+    "scratch": "6afe1bcd8d54a92b",
+    "trm": "1ba10d922e32f58e",
+}
+PINNED_SOURCE_KEY = "aa23ccdab5351542"
+
+
+def _default_cells() -> dict[str, Cell]:
+    from methods import METHODS
+
+    return {
+        m: _cell(method=m, source_task="" if METHODS.get(m).init == "random" else "01-t2-WT") for m in METHODS.names()
+    }
+
+
+def test_existing_keys_are_pinned() -> None:
+    from benchmarks.sources import source_key
+
+    cells = _default_cells()
+    assert {m: c.key for m, c in cells.items() if m in PINNED_KEYS} == PINNED_KEYS
+    assert source_key(cells["finetune"]) == PINNED_SOURCE_KEY
+
+
+def test_bumping_a_method_version_changes_its_keys_only(monkeypatch) -> None:
+    """delta's maths changed: its cells are computed anew, every other method's (and every source model) stay."""
+    from benchmarks.sources import source_key
+    from methods import METHODS
+
+    before = {m: c.key for m, c in _default_cells().items()}
+    tuned_before = _cell(method="delta", method_params={"alpha": 0.1}, seed=3).key
+    monkeypatch.setattr(METHODS.get("delta"), "version", 2)
+    after = {m: c.key for m, c in _default_cells().items()}
+    assert after["delta"] != before["delta"]
+    assert _cell(method="delta", method_params={"alpha": 0.1}, seed=3).key != tuned_before
+    assert {m: k for m, k in after.items() if m != "delta"} == {m: k for m, k in before.items() if m != "delta"}
+    assert source_key(_default_cells()["delta"]) == PINNED_SOURCE_KEY
+
+
+def test_bumping_the_trainer_version_changes_every_cell_and_source_key(monkeypatch) -> None:
+    from benchmarks import train
+    from benchmarks.sources import source_key
+
+    before = {m: c.key for m, c in _default_cells().items()}
+    monkeypatch.setattr(train, "TRAINER_VERSION", 2)
+    monkeypatch.setattr("benchmarks.sources.TRAINER_VERSION", 2)
+    after = {m: c.key for m, c in _default_cells().items()}
+    assert all(after[m] != before[m] for m in before)
+    assert source_key(_default_cells()["finetune"]) != PINNED_SOURCE_KEY
