@@ -60,7 +60,7 @@ def test_plugin_is_listed_with_its_hyperparameters(installed_plugin: None) -> No
     cls = METHODS.get("mymethod")
     assert cls.hparams["weight"].default == 0.05 and cls.hparams["weight"].help
     assert cls(weight="0.1").params["weight"] == 0.1  # a CLI string converted to the declared type
-    with pytest.raises(MethodConfigError, match=r"weight=-1\.0 must be >= 0"):  # the guide's example
+    with pytest.raises(MethodConfigError, match=r"^method 'mymethod': weight=-1\.0 not in \[0, inf\)$"):  # guide
         cls(weight=-1)
 
 
