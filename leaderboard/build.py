@@ -15,6 +15,7 @@ import pandas as pd
 
 from benchmarks.core.files import umask_mode
 from benchmarks.core.options import OneLineParser, add_margin
+from leaderboard import estimators
 from leaderboard.analysis import Options, Report, analyse
 from leaderboard.comparisons import resolve_variant
 from leaderboard.errors import LeaderboardError
@@ -26,7 +27,7 @@ from leaderboard.tables import METRIC_LABELS, setting_table
 from leaderboard.units import METRICS
 
 PROG = "python -m leaderboard.build"
-OUTPUT_PATTERNS = ("cd_diagram*.png", "learning_curve*.png", "gains.png", "transferability.csv")
+OUTPUT_PATTERNS = ("cd_diagram*.png", "learning_curve*.png", "gains.png", "transferability.csv", "estimators_*.csv")
 
 
 def _alpha(text: str) -> float:
@@ -86,7 +87,11 @@ def build(args: argparse.Namespace) -> Report:
     for line in df.attrs["skipped"]:
         print(line, file=sys.stderr)
     report = analyse(df, options, include_smoke=args.include_smoke, dropped=dropped)
-    publish(report, args.out)
+    estimates = estimators.estimator_report(args.results, df, options, args.include_smoke)
+    for line in estimates.notes:
+        if line.startswith("warning:"):
+            print(line, file=sys.stderr)
+    publish(report, args.out, estimates)
     return report
 
 
@@ -122,7 +127,7 @@ def selected(args: argparse.Namespace) -> tuple[pd.DataFrame, Options, dict[str,
     return df, options, dropped
 
 
-def publish(report: Report, out: Path) -> None:
+def publish(report: Report, out: Path, estimates: estimators.EstimatorReport | None = None) -> None:
     """Write every output into a temporary folder next to ``out``, then move it into place.
 
     A failure leaves no ``out`` behind (and an existing ``out`` unchanged).
@@ -134,7 +139,7 @@ def publish(report: Report, out: Path) -> None:
     except OSError as exc:
         raise LeaderboardError(f"--out {out}: cannot create the folder ({exc.strerror or exc})") from exc
     try:
-        write_outputs(report, staging)
+        write_outputs(report, staging, estimates)
         if not out.exists():
             os.replace(staging, out)
             return
@@ -161,8 +166,8 @@ def _json_safe(value: object) -> object:
     return value
 
 
-def write_outputs(report: Report, out: Path) -> None:
-    """Write the CSV/JSON tables, Markdown, LaTeX, figures and the HTML page."""
+def write_outputs(report: Report, out: Path, estimates: estimators.EstimatorReport | None = None) -> None:
+    """Write the CSV/JSON tables, Markdown, LaTeX, figures and the HTML page (with the estimator section)."""
     report.comparisons.to_csv(out / "comparisons.csv", index=False)
     report.negative_transfer.to_csv(out / "negative_transfer.csv", index=False)
     report.power.to_csv(out / "power.csv", index=False)
@@ -174,9 +179,12 @@ def write_outputs(report: Report, out: Path) -> None:
         report.transferability.to_csv(out / "transferability.csv", index=False)
         omnibus["transferability_kendall"] = report.kendall.to_dict(orient="records")
     (out / "omnibus.json").write_text(json.dumps(_json_safe(omnibus), indent=2) + "\n")
-    (out / "leaderboard.md").write_text(to_markdown(report))
+    if estimates is not None:
+        estimators.write_csvs(estimates, out)
+    extra = estimators.markdown(estimates, report.options) if estimates is not None else ""
+    (out / "leaderboard.md").write_text(to_markdown(report) + extra)
     (out / "leaderboard.tex").write_text(to_latex([setting_table(report, sr) for sr in report.settings]))
-    (out / "index.html").write_text(page(report, _figures(report, out)))
+    (out / "index.html").write_text(page(report, _figures(report, out), estimates))
 
 
 def _figures(report: Report, out: Path) -> dict[str, Path]:

@@ -6,6 +6,7 @@ import base64
 from html import escape
 from pathlib import Path
 
+from leaderboard import estimators
 from leaderboard.analysis import Report
 from leaderboard.comparisons import HOLM_FAMILY
 from leaderboard.render import numeric_columns
@@ -94,8 +95,8 @@ def _warnings(report: Report) -> list[str]:
     return warnings
 
 
-def page(report: Report, figures: dict[str, Path]) -> str:
-    """The whole leaderboard page as one HTML string (no external resources)."""
+def page(report: Report, figures: dict[str, Path], estimates: estimators.EstimatorReport | None = None) -> str:
+    """The whole leaderboard page as one HTML string (no external resources); ``estimates``: the estimator section."""
     opts = report.options
     label = METRIC_LABELS[opts.metric]
     summary = (
@@ -129,6 +130,8 @@ def page(report: Report, figures: dict[str, Path]) -> str:
     if not report.transferability.empty:
         body.append(html_table(transferability_table(report), "transferability"))
         body.append(html_table(kendall_table(report), "kendall"))
+    if estimates is not None:
+        body += [html_table(table, table_id) for table_id, table in estimators.tables(estimates, report.options)]
     body.append('<h2 id="provenance-title">Provenance</h2>')
     items = []
     for line in provenance_lines(report):

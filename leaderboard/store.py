@@ -1,4 +1,5 @@
-"""Read a results store (every ``*.parquet`` under a folder) and describe its provenance."""
+"""Read a results store (every ``*.parquet`` under a folder but the estimate job's ``estimators/``) and describe its
+provenance."""
 
 from __future__ import annotations
 
@@ -8,7 +9,15 @@ from pathlib import Path
 import pandas as pd
 import pyarrow as pa
 
-from benchmarks.core.schema import FIXED_BEFORE, NOT_SCORES, REQUIRED_SCHEMA, RUN_DEFAULTS, SCHEMA, SETTING_SCHEMA
+from benchmarks.core.schema import (
+    ESTIMATES_DIR,
+    FIXED_BEFORE,
+    NOT_SCORES,
+    REQUIRED_SCHEMA,
+    RUN_DEFAULTS,
+    SCHEMA,
+    SETTING_SCHEMA,
+)
 from leaderboard.errors import LeaderboardError
 from leaderboard.settings import PROVENANCE_ONLY
 
@@ -41,7 +50,7 @@ def load_store(results: Path | str, strict: bool = False) -> pd.DataFrame:
     results = Path(results)
     if not results.is_dir():
         raise LeaderboardError(f"--results {results}: no such directory")
-    files = sorted(results.rglob("*.parquet"))
+    files = sorted(p for p in results.rglob("*.parquet") if p.parent.name != ESTIMATES_DIR)
     if not files:
         raise LeaderboardError(
             f"--results {results}: no *.parquet files in this folder: run `python -m benchmarks.run` first"

@@ -39,7 +39,7 @@ def test_files_and_folders_follow_the_umask(mask: int, tmp_path: Path, monkeypat
     row = {c: 0 for c in COLUMNS} | {"cell_key": "k", "status": "ok", "error": ""}
     assert _mode(store.write("k", pd.DataFrame([row]))) == 0o666 & ~mask
     assert _mode(store.cells) == 0o777 & ~mask
-    monkeypatch.setattr(build, "write_outputs", lambda report, folder: (folder / "index.html").write_text("page"))
+    monkeypatch.setattr(build, "write_outputs", lambda report, folder, *_: (folder / "index.html").write_text("page"))
     build.publish(None, tmp_path / "site")
     assert _mode(tmp_path / "site") == 0o777 & ~mask  # not mkdtemp's 0700
     assert _mode(tmp_path / "site" / "index.html") == 0o666 & ~mask

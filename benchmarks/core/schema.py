@@ -67,3 +67,6 @@ RUN_DEFAULTS: dict[str, object] = {"split": "test", "trial": -1, "tuned_trials":
 NOT_SCORES = ("smoke", *RUN_DEFAULTS)
 # The full schema, in the order benchmarks.store writes it (its writer uses this too).
 SCHEMA: dict[str, type] = {**REQUIRED_SCHEMA, **SETTING_SCHEMA}
+# The folder of a results store that holds ``benchmarks.estimate``'s files (``<finetune cell key>.parquet``): not
+# cell files, so the leaderboard's store reader skips it and ``leaderboard.estimators`` reads it.
+ESTIMATES_DIR = "estimators"
