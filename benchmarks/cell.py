@@ -19,6 +19,7 @@ import torch
 from benchmarks import progress
 from benchmarks.backbones import SegModel, build_backbone, is_nnunet_checkpoint
 from benchmarks.config import Cell, transfer_type
+from benchmarks.core.files import atomic_write
 from benchmarks.core.options import fractions_text
 from benchmarks.data import OpenDataset
 from benchmarks.metrics import dice_hd95
@@ -139,9 +140,25 @@ def fine_tune(
     return target, source, method
 
 
-def _fine_tune(cell: Cell, data: OpenDataset, cache_dir: Path, device: torch.device) -> tuple[list[dict], dict]:
+def model_path(cache_dir: Path, cell: Cell) -> Path:
+    """Where a cell's fine-tuned weights are kept (``--save-models``; ``benchmarks.riskmap`` reads them)."""
+    return Path(cache_dir) / "targets" / f"{cell.key}.pt"
+
+
+def save_model(model: SegModel, path: Path) -> None:
+    """A fine-tuned model's weights (copied to the CPU) and class count, written atomically."""
+    state = {name: value.detach().cpu() for name, value in model.state_dict().items()}
+    with atomic_write(path) as fh:
+        torch.save({"model": state, "num_classes": model.num_classes}, fh)
+
+
+def _fine_tune(
+    cell: Cell, data: OpenDataset, cache_dir: Path, device: torch.device, keep_model: bool
+) -> tuple[list[dict], dict]:
     resolved = resolve(cell, data)
     target, _, method = fine_tune(cell, data, cache_dir, device, resolved)
+    if keep_model:
+        save_model(target, model_path(cache_dir, cell))
     return _evaluate(target, data, resolved, device), method.result_columns()
 
 
@@ -213,9 +230,12 @@ def failed_frame(
     return cell_frame(cell, has_groups, [empty], {}, status, error, device, wall_s)
 
 
-def run_cell(cell: Cell, data: OpenDataset, store: Store, cache_dir: Path, device: torch.device) -> pd.DataFrame:
+def run_cell(
+    cell: Cell, data: OpenDataset, store: Store, cache_dir: Path, device: torch.device, keep_model: bool = False
+) -> pd.DataFrame:
     """Run one cell and write its rows; a failure is stored as one ``failed`` row with its traceback, a cell its
-    method declines (``CellSkipped``) as one ``skipped`` row with the reason.
+    method declines (``CellSkipped``) as one ``skipped`` row with the reason. ``keep_model`` (``--save-models``)
+    also saves the fine-tuned weights to ``model_path``.
 
     Failures include a diverged loss (``TrainingDiverged``) and running out of memory
     (``torch.OutOfMemoryError``): the reason is the first line of the ``error`` column. Torch runs
@@ -225,7 +245,7 @@ def run_cell(cell: Cell, data: OpenDataset, store: Store, cache_dir: Path, devic
     has_groups = data.adapter.has_groups
     torch.set_num_threads(cell.threads)  # part of the key: CPU numbers depend on it bitwise
     try:
-        rows, extra = _fine_tune(cell, data, cache_dir, device)
+        rows, extra = _fine_tune(cell, data, cache_dir, device, keep_model)
         frame = cell_frame(cell, has_groups, rows, extra, "ok", "", str(device), time.time() - start)
     except (KeyboardInterrupt, SystemExit):
         raise

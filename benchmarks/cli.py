@@ -130,6 +130,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--skip-bad-subjects", action="store_true", help="skip unreadable subjects instead of failing")
     p.add_argument("--force", action="store_true", help="recompute finished cells")
     p.add_argument(
+        "--save-models",
+        action="store_true",
+        help="keep each cell's fine-tuned weights in CACHE/targets/<cell key>.pt (python -m benchmarks.riskmap "
+        "reuses them); finished cells are not rerun for it (--force)",
+    )
+    p.add_argument(
         "--retry-failed",
         action="store_true",
         help="rerun failed cells (by default a failed cell counts as done); ok cells are untouched",
@@ -567,7 +573,10 @@ def run(args: argparse.Namespace) -> int:
     repair_store(store, cells, dry_run=False)
     root = args.data_root or DATASETS.get(suite.dataset).default_root(args.cache_dir)
     job = Job(
-        publish(data, root, suite.dataset_options, args.cache_dir), store.root.resolve(), args.cache_dir.resolve()
+        publish(data, root, suite.dataset_options, args.cache_dir),
+        store.root.resolve(),
+        args.cache_dir.resolve(),
+        args.save_models,
     )
     try:
         if tuning is not None:  # trials on the validation subjects, then the best configuration's test cells

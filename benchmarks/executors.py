@@ -55,6 +55,7 @@ class Job:
     data_spec: Path
     store_root: Path
     cache_dir: Path
+    keep_models: bool = False  # --save-models: each cell saves its fine-tuned weights (benchmarks.cell.model_path)
 
 
 def publish(data: OpenDataset, root: Path, options: dict[str, Any], cache_dir: Path) -> Path:
@@ -99,7 +100,9 @@ def worker_device(text: str) -> torch.device:
     return torch.device(text)
 
 
-def execute_cell(cell: Cell, data_spec: Path, store_root: Path, cache_dir: Path, device: str = "auto") -> str:
+def execute_cell(
+    cell: Cell, data_spec: Path, store_root: Path, cache_dir: Path, device: str = "auto", keep_model: bool = False
+) -> str:
     """Run one cell in this process and write its rows; returns ``ok``, ``failed`` or ``skipped``.
 
     The entry point of every executor's workers (picklable, top level). The cell runs ``cell.threads``
@@ -107,7 +110,7 @@ def execute_cell(cell: Cell, data_spec: Path, store_root: Path, cache_dir: Path,
     """
     store = Store(store_root)
     with reporting(store.progress_path(cell.key)):
-        rows = run_cell(cell, open_spec(data_spec), store, Path(cache_dir), worker_device(device))
+        rows = run_cell(cell, open_spec(data_spec), store, Path(cache_dir), worker_device(device), keep_model)
     return str(rows["status"].iloc[0])
 
 
@@ -128,7 +131,8 @@ class InProcess:
 
     def run(self, cells: list[Cell], job: Job) -> Iterator[Outcome]:
         for cell in cells:
-            yield cell, execute_cell(cell, job.data_spec, job.store_root, job.cache_dir, self.device), ""
+            state = execute_cell(cell, job.data_spec, job.store_root, job.cache_dir, self.device, job.keep_models)
+            yield cell, state, ""
 
 
 def _exit_with(parent: int) -> None:
@@ -148,7 +152,7 @@ def _pool_worker(conn: Connection, job: Job, device: str, parent: int) -> None:
         except (EOFError, OSError):
             return
         try:
-            outcome = execute_cell(cell, job.data_spec, job.store_root, job.cache_dir, device), ""
+            outcome = execute_cell(cell, job.data_spec, job.store_root, job.cache_dir, device, job.keep_models), ""
         except Exception:  # noqa: BLE001 - reported to the driver, which records the cell as failed
             outcome = "error", traceback.format_exc()
         conn.send(outcome)
@@ -286,6 +290,7 @@ class Slurm:
                 [job.store_root] * n,
                 [job.cache_dir] * n,
                 [self.device] * n,
+                [job.keep_models] * n,
             )
         print(f"submitted {n} job(s) ({jobs[0].job_id.split('_')[0]}...); logs in {self.folder}", file=sys.stderr)
         cell_of = {j.job_id: c for j, c in zip(jobs, cells)}
@@ -324,7 +329,9 @@ class RayTasks:
                 raise ExecutorError("--device cuda: the Ray cluster has no GPUs")
             device = "cuda" if self.device == "cuda" or (self.device == "auto" and has_gpus) else "cpu"
             task = self.remote(execute_cell, num_gpus=1 if device == "cuda" else 0)
-            refs = {task.remote(c, job.data_spec, job.store_root, job.cache_dir, device): c for c in cells}
+            refs = {
+                task.remote(c, job.data_spec, job.store_root, job.cache_dir, device, job.keep_models): c for c in cells
+            }
             while refs:
                 (ref,), _ = ray.wait(list(refs), num_returns=1)
                 cell = refs.pop(ref)

@@ -15,7 +15,17 @@ import pytest
 from benchmarks.cli import build_parser, main
 
 ROOT = Path(__file__).resolve().parents[1]
-FLAGS = {"help", "force", "retry_failed", "dry_run", "skip_bad_subjects", "list_methods", "list_datasets", "compile"}
+FLAGS = {
+    "help",
+    "force",
+    "save_models",
+    "retry_failed",
+    "dry_run",
+    "skip_bad_subjects",
+    "list_methods",
+    "list_datasets",
+    "compile",
+}
 
 # argparse dest -> (bad arguments, a fragment of the expected message). Adding an option to the CLI means
 # adding its bad value here (test_every_option_has_a_bad_value fails otherwise).
