@@ -17,10 +17,10 @@ import pandas as pd
 import torch
 
 from benchmarks import progress
-from benchmarks.backbones import SegModel, build_backbone, is_nnunet_checkpoint
+from benchmarks.backbones import SegModel, build_backbone
 from benchmarks.config import Cell, transfer_type
 from benchmarks.core.files import atomic_write
-from benchmarks.core.options import fractions_text
+from benchmarks.core.settings import stored_settings
 from benchmarks.data import OpenDataset
 from benchmarks.metrics import dice_hd95
 from benchmarks.sources import source_model
@@ -179,12 +179,7 @@ def cell_frame(
         "backbone": cell.backbone,
         "seed": cell.seed,
         "few_shot": cell.few_shot,
-        "target_steps": cell.budget.target_steps,
         **setting_columns(cell),
-        "split": cell.split,
-        "trial": cell.trial,
-        "tuned_trials": cell.tuned_trials,
-        "tuned_params": json.dumps(list(cell.tuned_params)),
         "status": status,
         "error": error,
         **extra,
@@ -198,28 +193,9 @@ def cell_frame(
 
 
 def setting_columns(cell: Cell) -> dict:
-    """The inputs besides the cell's identity columns that change what its numbers mean (never pooled)."""
-    budget = cell.budget
-    return {
-        "lr": budget.target_lr or budget.lr,  # the target phase's (a tuned cell's source keeps budget.lr)
-        "optimizer": budget.optimizer,
-        "schedule": budget.schedule,
-        "weight_decay": budget.weight_decay,
-        # an nnU-Net checkpoint is the source model itself: no source step runs
-        "source_steps": budget.source_steps if cell.source_task and not is_nnunet_checkpoint(cell.checkpoint) else 0,
-        "batch_size": budget.batch_size,
-        "augment": budget.augment,
-        "slice_size": budget.size,
-        "split_seed": cell.split_seed,
-        "split_fractions": fractions_text(cell.split_fractions),
-        "dataset_options": json.dumps(cell.dataset_options, sort_keys=True),
-        "data_fingerprint": cell.fingerprint,
-        "threads": cell.threads,
-        "omp_wait": wait_policy(),
-        "amp": budget.amp,
-        "compile": budget.compile,
-        "smoke": budget.smoke,
-    }
+    """The store's setting and tuning columns of a cell (``benchmarks.core.settings``), in write order."""
+    process = {"omp_wait": wait_policy()}  # how this process runs cells (its environment), not the cell's
+    return {s.name: process[s.name] if s.holder == "process" else s.column_value(cell) for s in stored_settings()}
 
 
 def failed_frame(

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from benchmarks.core.device import DeviceError, resolve_device
 from benchmarks.core.options import DEFAULT_CACHE, OneLineParser, add_margin, add_split_fractions
-from benchmarks.grid import UsageError, dataset_options
+from benchmarks.grid import UsageError, apply_settings, dataset_options
 
 if TYPE_CHECKING:  # heavy (torch, MONAI): imported in main only once the options are valid
     import torch
@@ -280,6 +280,7 @@ def check_executor_options(args: argparse.Namespace) -> None:
 
 
 def apply_overrides(suite: Suite, args: argparse.Namespace) -> Suite:
+    """The suite with the run's options: its identity ones here, every setting's through ``apply_settings``."""
     changes: dict = {}
     if args.dataset:
         changes["dataset"] = args.dataset
@@ -287,18 +288,10 @@ def apply_overrides(suite: Suite, args: argparse.Namespace) -> Suite:
         changes["transfers"] = [(args.source, args.target)]
     if args.method:
         changes["methods"] = list(dict.fromkeys(args.method))
-    for opt in ("backbone", "seeds", "few_shot", "split_fractions"):
+    for opt in ("backbone", "seeds", "few_shot"):
         if getattr(args, opt) is not None:
             changes[opt] = getattr(args, opt)
-    if args.dataset_option:
-        changes["dataset_options"] = {**suite.dataset_options, **dataset_options(args.dataset_option)}
-    budget = {"source_steps": args.steps, "target_steps": args.steps, "amp": args.amp, "compile": args.compile}
-    budget = {name: value for name, value in budget.items() if value is not None}
-    if args.steps is not None:
-        budget["smoke"] = True  # kept out of the leaderboard's verdicts unless --include-smoke
-    if budget:
-        changes["budget"] = replace(suite.budget, **budget)
-    return replace(suite, **changes)
+    return apply_settings(replace(suite, **changes), args)  # --steps (a smoke run), --amp, --split-fractions, ...
 
 
 def slurm_parameters(args: argparse.Namespace) -> dict:

@@ -8,49 +8,32 @@ from dataclasses import asdict, dataclass, field
 from functools import cached_property
 from typing import Any
 
-from benchmarks.core.options import DEFAULT_SPLIT_FRACTIONS
-from benchmarks.threads import DEFAULT_THREADS
+from benchmarks.core.settings import NEVER, SETTINGS, declare, key_stable_defaults
 from datasets.base import Task
 
-# Cell and Budget fields added after the first release, with their defaults: a field at its default is
-# not hashed into the cell key, so adding an option never invalidates results already in a store. The method's
+# Setting fields added after the first release, per part of the key, with their defaults: a field at its default
+# is not hashed into the cell key, so adding an option never invalidates results already in a store. The method's
 # and the trainer's versions (``Method.version``, ``benchmarks.train.TRAINER_VERSION``) are hashed from 2 on.
-KEY_STABLE_DEFAULTS: dict[str, dict[str, Any]] = {
-    "cell": {
-        "split": "test",
-        "trial": -1,
-        "tuned_trials": 0,
-        "split_fractions": DEFAULT_SPLIT_FRACTIONS,
-        "threads": DEFAULT_THREADS,
-        "method_version": 1,
-        "trainer_version": 1,
-    },
-    "budget": {"amp": "off", "compile": False, "target_lr": None, "smoke": False},
-}
+# Derived from ``benchmarks.core.settings.SETTINGS`` (``key=ADDED``).
+KEY_STABLE_DEFAULTS: dict[str, dict[str, Any]] = key_stable_defaults()
+# Cell fields never hashed: the suite names runs, a checkpoint counts by content (through the data
+# fingerprint), and how tuned values were chosen is not what runs (method_params and budget hold them).
+UNHASHED = ("suite", *(s.attribute for s in SETTINGS if s.key == NEVER and s.holder == "cell"))
 
 
 @dataclass(frozen=True)
+@declare("budget")
 class Budget:
-    """Training budget and optimiser settings of one phase pair (source, target)."""
-
-    source_steps: int = 600
-    target_steps: int = 300
-    batch_size: int = 8
-    lr: float = 1e-3
-    optimizer: str = "adam"  # adam | sgd (Nesterov, momentum 0.99, as nnU-Net)
-    schedule: str = "constant"  # constant | poly (lr * (1 - t/T)^0.9, nnU-Net)
-    weight_decay: float = 0.0
-    size: int = 64  # in-plane slice size
-    augment: bool = True
-    amp: str = "off"  # off (float32) | bf16 (autocast; channels-last on CUDA), docs/scaling.md
-    compile: bool = False  # torch.compile the training forward (Inductor), docs/scaling.md
-    smoke: bool = False  # a --steps run: numbers that show the code runs, never a result (docs/design.md §Store)
-    target_lr: float | None = None  # the target phase's learning rate when tuned (benchmarks/tune.py); None = lr
+    """Training budget and optimiser settings of one phase pair (source, target): every field is a setting
+    (``benchmarks.core.settings``, holder ``budget``), keyword-only."""
 
 
 @dataclass(frozen=True)
+@declare("cell")
 class Cell:
-    """(suite, transfer, method + params, backbone, seed, few-shot k) with its budget."""
+    """(suite, transfer, method + params, backbone, seed, few-shot k) with its budget; the settings a cell holds
+    besides its budget (``benchmarks.core.settings``, holder ``cell``: split, fingerprint, threads, ...) are
+    keyword-only fields."""
 
     suite: str
     dataset: str
@@ -62,20 +45,31 @@ class Cell:
     few_shot: int = 0  # 0 = every training subject
     method_params: dict[str, Any] = field(default_factory=dict)
     budget: Budget = Budget()
-    dataset_options: dict[str, Any] = field(default_factory=dict)
-    split_seed: int = 0  # fixed across seeds: test subjects are the same blocks for every seed
-    split_fractions: tuple[float, float, float] = DEFAULT_SPLIT_FRACTIONS  # train, val, test share of each group
-    checkpoint: str = ""  # initial weights (--checkpoint) for source pretraining and scratch; "" = random
-    fingerprint: str = ""  # hash of the split's subject ids and of the checkpoint's bytes
-    split: str = "test"  # subjects scored: test, or val for a tuning trial (docs/design.md §Tuning)
-    trial: int = -1  # tuning trial number of a val cell; -1 = not a trial
-    tuned_trials: int = 0  # trials behind a test cell's hyperparameters; 0 = declared defaults
-    tuned_params: tuple[str, ...] = ()  # the hyperparameters its study chose (lr, method params); not in the key
-    threads: int = DEFAULT_THREADS  # torch intra-op threads: CPU results depend on them bitwise (benchmarks/threads.py)
 
     @property
     def transfer(self) -> str:
         return f"{self.source_task or 'scratch'}->{self.target_task}"
+
+    @property
+    def pretrains_source(self) -> bool:
+        """Whether the cell trains (or loads) a pretrained source model: an nnU-Net checkpoint is the source itself."""
+        from benchmarks.backbones import is_nnunet_checkpoint  # torch: loaded wherever a cell's rows are made
+
+        return bool(self.source_task) and not is_nnunet_checkpoint(self.checkpoint)
+
+    @property
+    def method_version(self) -> int:
+        """The registered method's ``version``; a method not registered here (imported predictions) counts as 1."""
+        from methods import METHODS
+
+        return METHODS.get(self.method).version if self.method in METHODS else 1
+
+    @property
+    def trainer_version(self) -> int:
+        """``benchmarks.train.TRAINER_VERSION``: every cell and source model is trained by that loop."""
+        from benchmarks.train import TRAINER_VERSION
+
+        return TRAINER_VERSION
 
     def normalised(self) -> dict[str, Any]:
         """Everything that changes the result; the suite name and code version are not in it, the method's and
@@ -85,13 +79,11 @@ class Cell:
         (``KEY_STABLE_DEFAULTS``), and so are method hyperparameters a method added later
         (``Method.key_stable_defaults``), so that finished grids keep their keys.
         """
-        from benchmarks.train import TRAINER_VERSION
-
         d = asdict(self)
-        del d["suite"], d["checkpoint"]  # the checkpoint counts by content, through the fingerprint
-        del d["tuned_params"]  # how the values were chosen, not what runs: method_params and budget hold them
+        for name in UNHASHED:
+            del d[name]
         d["method_params"] = self.resolved_params()
-        d["method_version"], d["trainer_version"] = self._method_version(), TRAINER_VERSION
+        d.update({s.attribute: s.value(self) for s in SETTINGS if s.holder == "property" and s.key != NEVER})
         if not self.source_task:
             d["budget"]["source_steps"] = 0
         parts = [(d, KEY_STABLE_DEFAULTS["cell"]), (d["budget"], KEY_STABLE_DEFAULTS["budget"])]
@@ -101,12 +93,6 @@ class Cell:
                 if part.get(name) == default:
                     del part[name]
         return d
-
-    def _method_version(self) -> int:
-        """The registered method's ``version``; a method not registered here (imported predictions) counts as 1."""
-        from methods import METHODS
-
-        return METHODS.get(self.method).version if self.method in METHODS else 1
 
     def _method_stable_defaults(self) -> dict[str, Any]:
         """The method's hyperparameters added after its first release, at the value older cells ran with."""

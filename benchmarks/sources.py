@@ -16,10 +16,11 @@ import torch
 
 from benchmarks import progress
 from benchmarks.backbones import SegModel, build_backbone, is_nnunet_checkpoint
-from benchmarks.config import KEY_STABLE_DEFAULTS, Cell
+from benchmarks.config import Cell
 from benchmarks.core.files import atomic_write
+from benchmarks.core.settings import ADDED, SETTINGS, of
 from benchmarks.data import OpenDataset
-from benchmarks.train import TRAINER_VERSION, seed_all, train
+from benchmarks.train import seed_all, train
 from datasets.base import Task
 from datasets.slices import SliceDataset
 
@@ -27,14 +28,14 @@ from datasets.slices import SliceDataset
 def source_key(cell: Cell) -> str:
     """Hash of what determines the source model (not the method, target or few-shot k).
 
-    Source models are trained by plain training (``benchmarks.train``): the trainer's version enters from 2 on.
+    The first release's fields in their first layout, then each setting that enters the source key
+    (``Setting.source_key``) and was added later, only when not at its default: the trainer's version from 2 on,
+    a thread count other than 1 (CPU weights depend on it bitwise), a numeric mode, a smoke run.
     """
     b = asdict(cell.budget)
-    b.pop("target_steps")
-    for name, default in KEY_STABLE_DEFAULTS["budget"].items():  # added fields at their default: same key
-        if b.get(name, default) == default:
-            b.pop(name, None)
-    b.pop("target_lr", None)  # a tuned target learning rate never changes the source model
+    for s in of("budget"):
+        if not s.source_key or (s.key == ADDED and b[s.attribute] == s.default):
+            b.pop(s.attribute)
     parts = [
         cell.dataset,
         cell.dataset_options,
@@ -45,12 +46,15 @@ def source_key(cell: Cell) -> str:
         b,
         cell.fingerprint,
     ]
-    if cell.threads != KEY_STABLE_DEFAULTS["cell"]["threads"]:  # CPU weights depend on it bitwise
-        parts.append({"threads": cell.threads})
-    if TRAINER_VERSION != KEY_STABLE_DEFAULTS["cell"]["trainer_version"]:
-        parts.append({"trainer_version": TRAINER_VERSION})
+    added = (s for s in SETTINGS if s.holder != "budget" and s.source_key and s.key == ADDED)
+    parts += [{s.attribute: s.value(cell)} for s in added if s.value(cell) != s.default]
     blob = json.dumps(parts, sort_keys=True, default=str)
     return hashlib.sha1(blob.encode()).hexdigest()[:16]
+
+
+def source_path(cache_dir: Path, cell: Cell) -> Path:
+    """Where the cell's source model is cached."""
+    return Path(cache_dir) / "sources" / f"{source_key(cell)}.pt"
 
 
 @contextmanager
@@ -87,7 +91,7 @@ def source_model(
     """
     if cell.checkpoint and is_nnunet_checkpoint(cell.checkpoint):
         return build_backbone(cell.backbone, 1, None, cell.checkpoint), Path(cell.checkpoint)
-    path = cache_dir / "sources" / f"{source_key(cell)}.pt"
+    path = source_path(cache_dir, cell)
     task = task or data.task(cell.source_task)  # the cell's parsed source task, when the caller has it
     with file_lock(path.with_suffix(".lock")) as locked:
         if not path.exists():

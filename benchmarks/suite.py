@@ -10,7 +10,7 @@ from typing import Any
 import yaml
 
 from benchmarks.config import Budget
-from benchmarks.core.options import DEFAULT_SPLIT_FRACTIONS, check_fractions
+from benchmarks.core.settings import declare, of
 
 SUITES_DIR = Path(__file__).parent / "suites"
 
@@ -20,6 +20,7 @@ class SuiteError(ValueError):
 
 
 @dataclass
+@declare("cell", suite=True)  # the cell settings a suite declares (dataset_options, split_seed, split_fractions, ...)
 class Suite:
     name: str
     dataset: str
@@ -29,9 +30,6 @@ class Suite:
     seeds: list[int] = field(default_factory=lambda: [0])
     few_shot: list[int] = field(default_factory=lambda: [0])
     budget: Budget = Budget()
-    dataset_options: dict[str, Any] = field(default_factory=dict)
-    split_seed: int = 0
-    split_fractions: tuple[float, float, float] = DEFAULT_SPLIT_FRACTIONS  # train, val, test share of each group
     params: dict[str, dict[str, list[Any]]] = field(default_factory=dict)  # method -> key -> grid values
     tune: dict[str, Any] | None = None  # {trials, seeds, sampler, space}; None = declared defaults
     needs_data_root: bool = False
@@ -76,11 +74,12 @@ def load_suite(name_or_path: str) -> Suite:
     raw["params"] = parse_grid(path, raw.get("params") or {})
     if raw.get("tune") is not None:
         raw["tune"] = parse_tune(path, raw["tune"])
-    if "split_fractions" in raw:
-        try:
-            raw["split_fractions"] = check_fractions(raw["split_fractions"])
-        except ValueError as exc:
-            raise SuiteError(f"--suite {path}: split_fractions: {exc}") from None
+    for s in of("cell"):
+        if s.in_suite and s.check and s.attribute in raw:
+            try:
+                raw[s.attribute] = s.check(raw[s.attribute])
+            except ValueError as exc:
+                raise SuiteError(f"--suite {path}: {s.attribute}: {exc}") from None
     try:
         transfers = [(t["source"], t["target"]) for t in raw.pop("transfers")]
         return Suite(name=raw.pop("name", path.stem), transfers=transfers, budget=Budget(**budget_raw), **raw)

@@ -12,16 +12,15 @@ import pandas as pd
 
 from benchmarks.config import Cell
 from benchmarks.core.options import DEFAULT_MARGIN
-from benchmarks.core.schema import SETTING_SCHEMA
+from benchmarks.core.settings import same_setting
 from leaderboard.stats import MIN_SEEDS
 from leaderboard.store import variant_names, with_run_defaults
 
 CONTROLS = ("finetune", "scratch")
 # Setting columns (benchmarks.cell.setting_columns) that a run's cells fix: rows of the store that differ in
-# one are another setting and stay out of this run's table. Not these: lr (a tuned row's is its study's
-# choice), source_steps (0 for scratch), omp_wait (provenance). A missing value (a row written before its
-# column existed) matches, as in the leaderboard.
-SAME_SETTING = tuple(c for c in SETTING_SCHEMA if c not in ("lr", "source_steps", "omp_wait"))
+# one are another setting and stay out of this run's table (benchmarks.core.settings.same_setting). A missing
+# value (a row written before its column existed) matches, as in the leaderboard.
+SAME_SETTING = same_setting()
 
 
 def _label(variant: str, tuned: float, lr: float) -> str:
@@ -49,7 +48,6 @@ def _rows_of(
     """Test rows of one transfer at K in this run's setting (``_run_settings``), scratch rows of its target included."""
     same = (rows["target_task"] == target) & rows["source_task"].isin([source, ""]) & (rows["few_shot"] == k)
     same &= rows["dataset"].isin({c.dataset for c in cells}) & rows["backbone"].isin({c.backbone for c in cells})
-    same &= rows["target_steps"].isin({c.budget.target_steps for c in cells})
     for column in (c for c in SAME_SETTING if c in rows.columns):
         same &= rows[column].isna() | rows[column].isin(settings[column])
     return same & (rows["split"] == "test")  # tuning trials score the validation subjects: never in this table

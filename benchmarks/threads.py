@@ -15,9 +15,11 @@ from __future__ import annotations
 import os
 from collections.abc import MutableMapping
 
+from benchmarks.core.settings import default
+
 __all__ = ["DEFAULT_THREADS", "allowed_cpus", "configure_openmp", "default_jobs", "threads_per_cell", "wait_policy"]
 
-DEFAULT_THREADS = 1  # torch intra-op threads per cell unless --threads or OMP_NUM_THREADS say otherwise
+DEFAULT_THREADS: int = default("threads")  # per cell unless --threads or OMP_NUM_THREADS say otherwise
 # OpenMP variables that decide how idle threads wait (libgomp reads the first two, Intel's runtime the last);
 # a user who sets any of them keeps their choice.
 WAIT_VARIABLES = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "KMP_BLOCKTIME")

@@ -1,34 +1,31 @@
 """Settings (every input that changes what a number means) and the row filters applied before analysis.
 
 Different settings are never averaged: each is its own table. Scratch has no source, so its cells
-(``source_steps`` 0) join every transfer setting that matches them on all other setting columns.
+(``source_steps`` 0: ``TRANSFER_ONLY``) join every transfer setting that matches them on all other setting columns.
 """
 
 from __future__ import annotations
 
 import pandas as pd
 
-from benchmarks.core.schema import SETTING_SCHEMA
+from benchmarks.core.settings import IDENTITY_SETTINGS, REQUIRED, SETTING, SETTINGS, leaderboard_settings
 from leaderboard.errors import LeaderboardError
 
-# Identity of a setting, in label order (docs/design.md §Statistics): the cell's identity columns and every
-# column of the store's SETTING_SCHEMA except ``omp_wait``, which changes how fast a cell ran, not its numbers.
-# ``threads`` is a setting: the reduction order of CPU convolutions follows the thread count, and on a few
-# target subjects that moved a subject's Dice by up to 0.25 (issue 24). ``suite`` is not a setting either:
-# cell keys do not contain it (a cell another suite already ran is reused), so it names runs, not settings.
-PROVENANCE_ONLY = ("omp_wait",)
-SETTING_COLUMNS = (
-    "dataset",
-    "backbone",
-    "few_shot",
-    "target_steps",
-    *(c for c in SETTING_SCHEMA if c not in PROVENANCE_ONLY),
-)
-ALWAYS_LABELLED = ("dataset", "backbone", "few_shot", "target_steps")
+# Identity of a setting, in label order (docs/design.md §Statistics): the cell's identity columns and every stored
+# setting that separates settings (``benchmarks.core.settings``). Not ``omp_wait``, which changes how fast a cell
+# ran, not its numbers. ``threads`` is a setting: the reduction order of CPU convolutions follows the thread count,
+# and on a few target subjects that moved a subject's Dice by up to 0.25 (issue 24). ``suite`` is not a setting
+# either: cell keys do not contain it (a cell another suite already ran is reused), so it names runs, not settings.
+PROVENANCE_ONLY = tuple(s.name for s in SETTINGS if s.column == SETTING and not s.separates)
+SETTING_COLUMNS = leaderboard_settings()
+# Always in a setting's label: the identity columns and the settings stored since the first release (the budget).
+ALWAYS_LABELLED = (*IDENTITY_SETTINGS, *(s.name for s in SETTINGS if s.column == REQUIRED))
 UNKNOWN = "?"
 # What benchmarks.tune chooses per method besides method parameters (its BUDGET_SPACE; not imported here:
 # it needs optuna). In a tuned cell these are the method's choice, so they do not separate settings.
-TUNED_COLUMNS = ("lr",)
+TUNED_COLUMNS = tuple(s.name for s in SETTINGS if s.tuned)
+# Settings only transferred cells have (scratch: 0): scratch rows join a transfer setting whatever their value.
+TRANSFER_ONLY = [s.name for s in SETTINGS if s.transfer_only]
 TUNED = "tuned"
 
 
@@ -75,7 +72,7 @@ def select(
         if column == "dataset":
             out = out[out[column].isin(wanted)]
         else:
-            text = setting_text(out).drop(columns="source_steps").assign(target_task=out["target_task"])
+            text = setting_text(out).drop(columns=TRANSFER_ONLY).assign(target_task=out["target_task"])
             keys = _join(text)
             out = out[keys.isin(set(keys[out[column].isin(wanted)]))]
     if methods:
@@ -104,7 +101,7 @@ def setting_text(df: pd.DataFrame) -> pd.DataFrame:
     tuned = df["tuned_trials"] > 0
     for column in TUNED_COLUMNS:
         text.loc[tuned, column] = TUNED
-    columns = [c for c in SETTING_COLUMNS if c != "source_steps"]
+    columns = [c for c in SETTING_COLUMNS if c not in TRANSFER_ONLY]
     distinct = text[columns].drop_duplicates()
     resolved = {}
     for _, row in distinct[(distinct == UNKNOWN).any(axis=1)].iterrows():
@@ -132,7 +129,7 @@ def assign_settings(df: pd.DataFrame, scratch: str | None) -> pd.DataFrame:
     """``df`` with a ``setting`` label column; scratch rows are repeated into each transfer setting they join."""
     text = setting_text(df)
     key = _join(text)
-    joinable = _join(text.drop(columns="source_steps"))
+    joinable = _join(text.drop(columns=TRANSFER_ONLY))
     is_scratch = df["variant"] == scratch
     frames = [df[~is_scratch].assign(_key=key[~is_scratch])]
     if is_scratch.any():
@@ -140,12 +137,12 @@ def assign_settings(df: pd.DataFrame, scratch: str | None) -> pd.DataFrame:
             {
                 "_join": joinable[~is_scratch],
                 "_key": key[~is_scratch],
-                "source_steps": df.loc[~is_scratch, "source_steps"],
+                **{c: df.loc[~is_scratch, c] for c in TRANSFER_ONLY},
             }
         ).drop_duplicates("_key")
         rows = df[is_scratch].assign(_join=joinable[is_scratch], _own=key[is_scratch])
         matched = rows["_join"].isin(set(joins["_join"]))
-        joined = rows[matched].drop(columns="source_steps").merge(joins, on="_join")
+        joined = rows[matched].drop(columns=TRANSFER_ONLY).merge(joins, on="_join")
         lone = rows[~matched].assign(_key=rows.loc[~matched, "_own"])  # a target with scratch only: its own setting
         frames.append(pd.concat([joined, lone], ignore_index=True).drop(columns=["_join", "_own"]))
     out = pd.concat(frames, ignore_index=True)
