@@ -483,8 +483,9 @@ def main(argv: list[str] | None = None) -> int:
 def run(args: argparse.Namespace) -> int:
     """Everything after the option checks: here torch, MONAI and the dataset adapters are imported.
 
-    The grid is validated against the dataset read-only (``plan.peek_dataset``) before anything is
-    generated, preprocessed or written; ``--dry-run`` stops there.
+    The dataset is opened and split once (``plan.peek_dataset``, read-only) and the grid built and validated
+    against it once, before anything is generated, preprocessed or written; ``--dry-run`` stops there. The run
+    then preprocesses with that adapter and keeps that split (``data.open_dataset``'s ``plan``).
     """
     import torch
 
@@ -493,7 +494,7 @@ def run(args: argparse.Namespace) -> int:
     from benchmarks.data import open_suite_data
     from benchmarks.executors import ExecutorError, Job, Tally, publish, run_grid
     from benchmarks.grid import build_cells, grid_cells, method_params
-    from benchmarks.plan import calibrate, dry_run, peek_dataset, will_run
+    from benchmarks.plan import calibrate, dry_run, peek_suite_data, will_run
     from benchmarks.store import Store, StoreError
     from benchmarks.suite import SuiteError, load_suite
     from benchmarks.summary import run_summary
@@ -517,14 +518,14 @@ def run(args: argparse.Namespace) -> int:
         torch.set_num_threads(threads)  # the cells' count, for the calibrated estimate and cells run here
         store = Store(args.out, threads)
         executor = make_executor(args) if not args.dry_run else None
-        options = (suite.dataset_options, args.cache_dir, suite.budget.size, suite.split_seed, suite.split_fractions)
-        try:
-            plan = peek_dataset(suite.dataset, args.data_root, *options)
-            cells = build_cells(suite, params, plan, args.checkpoint)  # tasks, few-shot sizes, checkpoint
+        try:  # the dataset, opened once and split once, read-only: nothing generated, preprocessed or written
+            plan, missing = peek_suite_data(suite, args.data_root, args.cache_dir), None
         except NotGenerated as exc:
-            plan, cells, missing = None, grid_cells(suite, params), exc
-        cells = [replace(c, threads=threads) for c in cells]
+            plan, missing = None, exc
+        # The grid, built once: tasks, few-shot sizes and the checkpoint checked, its bytes read once.
+        cells = build_cells(suite, params, plan, args.checkpoint, threads) if plan else None
         if args.dry_run:
+            cells = grid_cells(suite, params, threads=threads) if cells is None else cells
             repair_store(store, cells, dry_run=True)
             if plan is None:
                 print(
@@ -542,12 +543,13 @@ def run(args: argparse.Namespace) -> int:
                 cells = planned_test_cells(studies, tuning)
             print(dry_run(cells, store, args.cache_dir, plan, model, args.force, args.retry_failed))
             return 0
-        data = open_suite_data(suite, args.data_root, args.cache_dir, args.skip_bad_subjects, args.jobs)
+        data = open_suite_data(suite, args.data_root, args.cache_dir, args.skip_bad_subjects, args.jobs, plan)
         if data.skipped:
             print(
                 f"skipped {len(data.skipped)} bad subject(s): {', '.join(s for s, _ in data.skipped)}", file=sys.stderr
             )
-        cells = [replace(c, threads=threads) for c in build_cells(suite, params, data, args.checkpoint)]
+        if plan is None or data.split is not plan.split:  # generated just now, or a bad subject left the split
+            cells = build_cells(suite, params, data, args.checkpoint, threads)
         store.check_writable()  # creates --out: only once the data have been read without error
     except (
         UsageError,

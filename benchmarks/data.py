@@ -85,21 +85,36 @@ def open_dataset(
     split_fractions: tuple[float, float, float] = DEFAULT_SPLIT_FRACTIONS,
     skip_bad: bool = False,
     jobs: int = 1,
+    plan: OpenDataset | None = None,
 ) -> OpenDataset:
-    """Adapter -> preprocessed subjects (cached) -> subject-level split shared by every task."""
-    cls = DATASETS.get(name)
-    root = Path(data_root) if data_root else cls.default_root(cache_dir)
-    adapter = cls(root, **options)
+    """Adapter -> preprocessed subjects (cached) -> subject-level split shared by every task.
+
+    ``plan`` is this dataset as ``plan.peek_dataset`` saw it before the run wrote anything: its adapter is used
+    and its split kept (unless a subject failed to preprocess), so that a run opens and splits the dataset once.
+    """
+    if plan is None:
+        cls = DATASETS.get(name)
+        adapter = cls(Path(data_root) if data_root else cls.default_root(cache_dir), **options)
+    else:
+        adapter = plan.adapter
     subjects = adapter.labelled_subjects()
     if not subjects:
-        raise DataError(f"--data-root {root}: no labelled subjects found for dataset {name!r}")
+        raise DataError(f"--data-root {adapter.root}: no labelled subjects found for dataset {name!r}")
     cached = preprocess_subjects(adapter, subjects, cache_dir, size=(size, size), jobs=jobs, skip_bad=skip_bad)
-    split = stratified_split(adapter, sorted(cached), split_seed, split_fractions)
+    if plan is not None and set(cached) == set(plan.cached):
+        split = plan.split
+    else:
+        split = stratified_split(adapter, sorted(cached), split_seed, split_fractions)
     return OpenDataset(name, adapter, dict(cached), split, sorted(cached.bad.items()))
 
 
 def open_suite_data(
-    suite: Suite, data_root: Path | None, cache_dir: Path, skip_bad: bool = False, jobs: int = 1
+    suite: Suite,
+    data_root: Path | None,
+    cache_dir: Path,
+    skip_bad: bool = False,
+    jobs: int = 1,
+    plan: OpenDataset | None = None,
 ) -> OpenDataset:
     """``open_dataset`` with the suite's dataset, options, slice size, split seed and split fractions."""
     return open_dataset(
@@ -112,4 +127,5 @@ def open_suite_data(
         suite.split_fractions,
         skip_bad,
         jobs,
+        plan,
     )

@@ -153,21 +153,17 @@ def estimator_names(requested: list[str]) -> list[str]:
 
 def suite_of(args: argparse.Namespace) -> Suite:
     """The suite with the runner's overrides these options share (the same cells, so the same source keys)."""
-    from benchmarks.grid import dataset_options
+    from benchmarks.grid import apply_settings
     from benchmarks.suite import load_suite
 
     suite = load_suite(args.suite)
     changes: dict = {}
     if args.source:
         changes["transfers"] = [(args.source, args.target)]
-    for option in ("seeds", "few_shot", "split_fractions"):
+    for option in ("seeds", "few_shot"):
         if getattr(args, option) is not None:
             changes[option] = getattr(args, option)
-    if args.dataset_option:
-        changes["dataset_options"] = {**suite.dataset_options, **dataset_options(args.dataset_option)}
-    if args.steps is not None:  # as the runner's --steps: a smoke run
-        changes["budget"] = replace(suite.budget, source_steps=args.steps, target_steps=args.steps, smoke=True)
-    return replace(suite, **changes)
+    return apply_settings(replace(suite, **changes), args)  # --steps (a smoke run), --split-fractions, --dataset-option
 
 
 def finetune_cells(suite: Suite, data: OpenDataset, threads: int) -> list[Cell]:
@@ -191,11 +187,11 @@ def estimate_cell(
 
     from benchmarks.cell import code_version
     from benchmarks.config import transfer_type
-    from benchmarks.sources import source_key, source_model
+    from benchmarks.sources import source_key, source_model, source_path
     from methods.estimators import PER_CLASS, estimate, estimate_maps, map_names
 
     key = source_key(cell)
-    had_source = (cache_dir / "sources" / f"{key}.pt").exists()
+    had_source = source_path(cache_dir, cell).exists()
     source, _ = source_model(cell, data, cache_dir, device)
     source.to(device).eval().requires_grad_(False)
     src, task = data.task(cell.source_task), data.task(cell.target_task)

@@ -32,7 +32,7 @@ from benchmarks.config import Cell
 from benchmarks.core.files import atomic_write
 from benchmarks.data import OpenDataset
 from benchmarks.progress import Progress, reporting
-from benchmarks.sources import source_key
+from benchmarks.sources import source_path
 from benchmarks.store import LOST, Store
 from benchmarks.threads import WAIT_VARIABLES
 from datasets.base import DATASETS
@@ -389,10 +389,10 @@ def waves(cells: list[Cell], cache_dir: Path) -> list[list[Cell]]:
     """
     first, second, claimed = [], [], set()
     for cell in cells:
-        key = source_key(cell) if cell.source_task else ""
-        if not key or key not in claimed or (Path(cache_dir) / "sources" / f"{key}.pt").exists():
+        path = source_path(cache_dir, cell) if cell.source_task else None
+        if path is None or path not in claimed or path.exists():
             first.append(cell)
-            claimed.add(key)
+            claimed.add(path)
         else:
             second.append(cell)
     return [wave for wave in (first, second) if wave]

@@ -101,10 +101,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from benchmarks.cell import cell_frame
-    from benchmarks.config import Cell
     from benchmarks.core.registry import UnknownNameError
     from benchmarks.data import open_suite_data
-    from benchmarks.grid import cell_identity
+    from benchmarks.grid import apply_settings, cell_identity, make_cell
     from benchmarks.store import Store, StoreError
     from benchmarks.suite import SuiteError, load_suite
     from datasets.base import DataError
@@ -113,43 +112,28 @@ def main(argv: list[str] | None = None) -> int:
     start = time.time()
     try:
         suite = load_suite(args.suite)
-        if args.split_fractions is not None:
-            suite = replace(suite, split_fractions=args.split_fractions)
-        budget = suite.budget
-        if args.steps is not None:
-            if args.steps < 1:
-                raise PredictionsError(f"--steps {args.steps} must be >= 1")
-            budget = replace(budget, source_steps=args.steps, target_steps=args.steps)
+        if args.steps is not None and args.steps < 1:
+            raise PredictionsError(f"--steps {args.steps} must be >= 1")
+        identity = {k: v for k, v in (("dataset", args.dataset), ("backbone", args.backbone)) if v}
+        suite = apply_settings(replace(suite, **identity), args)  # --steps: a smoke run, as the runner's
         if not args.predictions.is_dir():
             raise PredictionsError(f"--predictions {args.predictions}: no such folder")
         files = sorted(args.predictions.glob(f"*{FILE_ENDING}"))
-        dataset = args.dataset or suite.dataset
-        data = open_suite_data(replace(suite, dataset=dataset), args.data_root, args.cache_dir)
+        data = open_suite_data(suite, args.data_root, args.cache_dir)
         task = task_option(data, args.task)
         data.train_ids(task, args.few_shot, args.seed)  # the same few-shot check as the runner
-        rows = score(data, task, args.predictions, budget.size)
+        rows = score(data, task, args.predictions, suite.budget.size)
         store = Store(args.out)
         store.check_writable()
     except (PredictionsError, DataError, SuiteError, StoreError, UnknownNameError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     used = {f"{sid}{FILE_ENDING}" for sid in data.task_ids(task, "test")}
-    cell = Cell(
-        suite=suite.name,
-        dataset=dataset,
-        source_task="",
-        target_task=args.task,  # as the runner records it: the text of the suite or --target
-        method=args.method,
-        backbone=args.backbone or suite.backbone,
-        seed=args.seed,
-        few_shot=args.few_shot,
-        method_params={"predictions": predictions_digest([f for f in files if f.name in used])},
-        budget=budget,
-        dataset_options=suite.dataset_options,
-        split_seed=suite.split_seed,
-        split_fractions=suite.split_fractions,
+    digest = predictions_digest([f for f in files if f.name in used])
+    # as the runner records it: the target as the suite or --target wrote it, no source (trained on the target)
+    cell = make_cell(
+        suite, "", args.task, args.method, args.seed, args.few_shot, {"predictions": digest}, cell_identity(data, None)
     )
-    cell = replace(cell, **cell_identity(data, None))
     frame = cell_frame(cell, data.adapter.has_groups, rows, {}, "ok", "", "external", time.time() - start)
     store.write(cell.key, frame)
     mean = frame.groupby("region")["dice"].mean().round(3).to_dict()

@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     import torch
 
     from benchmarks.store import Store
+    from benchmarks.suite import Suite
 
 CALIBRATION_STEPS = 8  # timed training steps, after 2 warm-up steps
 
@@ -65,6 +66,12 @@ def peek_dataset(
     }
     split = stratified_split(adapter, sorted(cached), split_seed, split_fractions)
     return OpenDataset(name, adapter, cached, split, [])
+
+
+def peek_suite_data(suite: Suite, data_root: Path | None, cache_dir: Path) -> OpenDataset:
+    """``peek_dataset`` with the suite's dataset, options, slice size, split seed and split fractions."""
+    options = (suite.dataset_options, cache_dir, suite.budget.size, suite.split_seed, suite.split_fractions)
+    return peek_dataset(suite.dataset, data_root, *options)
 
 
 @dataclass(frozen=True)
@@ -140,10 +147,10 @@ def count_test_slices(data: OpenDataset, target: str) -> int | None:
 
 def sources_to_train(cells: list[Cell], cache_dir: Path) -> dict[str, int]:
     """Source steps per source model the cells need that is not in the cache yet."""
-    from benchmarks.sources import source_key
+    from benchmarks.sources import source_path
 
-    sources = {source_key(c): c.budget.source_steps for c in cells if c.source_task}
-    return {k: n for k, n in sources.items() if not (Path(cache_dir) / "sources" / f"{k}.pt").exists()}
+    sources = {source_path(cache_dir, c): c.budget.source_steps for c in cells if c.source_task}
+    return {path.stem: n for path, n in sources.items() if not path.exists()}
 
 
 def _duration(seconds: float) -> str:

@@ -100,13 +100,13 @@ def clock(seconds: float) -> str:
 
 def weights(cells: list[Cell], cache_dir: Path) -> dict[str, int]:
     """Training steps per cell key; a source model still to train counts for the first cell that needs it."""
-    from benchmarks.sources import source_key  # torch: benchmarks.train reports through this module
+    from benchmarks.sources import source_path  # torch: benchmarks.train reports through this module
 
     out, claimed = {}, set()
     for cell in cells:
-        key = source_key(cell) if cell.source_task else ""
-        train_source = bool(key) and key not in claimed and not (Path(cache_dir) / "sources" / f"{key}.pt").exists()
-        claimed.add(key)
+        path = source_path(cache_dir, cell) if cell.source_task else None
+        train_source = path is not None and path not in claimed and not path.exists()
+        claimed.add(path)
         out[cell.key] = cell.budget.target_steps + (cell.budget.source_steps if train_source else 0)
     return out
 

@@ -30,6 +30,7 @@ import torch  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 
+from benchmarks import sources  # noqa: E402
 from benchmarks.backbones import SegModel, build_backbone  # noqa: E402
 from benchmarks.cell import fine_tune, model_path, save_model  # noqa: E402
 from benchmarks.config import Cell  # noqa: E402
@@ -38,7 +39,8 @@ from benchmarks.core.options import DEFAULT_CACHE, OneLineParser, add_split_frac
 from benchmarks.core.registry import UnknownNameError  # noqa: E402
 from benchmarks.data import OpenDataset, open_suite_data  # noqa: E402
 from benchmarks.estimate import RISK_THRESHOLD, finetune_cells, subject_map_scores  # noqa: E402
-from benchmarks.sources import source_key, source_model  # noqa: E402
+from benchmarks.grid import apply_settings  # noqa: E402
+from benchmarks.sources import source_model  # noqa: E402
 from benchmarks.suite import SuiteError, load_suite  # noqa: E402
 from benchmarks.threads import threads_per_cell  # noqa: E402
 from datasets.base import DataError  # noqa: E402
@@ -102,7 +104,7 @@ def figure(
     src, task = data.task(cell.source_task), data.task(cell.target_task)
     train_ids = data.train_ids(task, cell.few_shot, cell.seed)
     train_set = data.slices(task, train_ids)
-    had_source = (cache_dir / "sources" / f"{source_key(cell)}.pt").exists()
+    had_source = sources.source_path(cache_dir, cell).exists()
     source, source_path = source_model(cell, data, cache_dir, device, src)
     done = [f"source model: {'loaded' if had_source else 'not in the cache, trained and saved'} {source_path}"]
     tuned, what = fine_tuned_model(cell, data, cache_dir, device)
@@ -226,11 +228,7 @@ def main(argv: list[str] | None = None) -> int:
         changes: dict = {"transfers": [(args.source or source, args.target or target)], "seeds": [args.seed]}
         if args.few_shot is not None:
             changes["few_shot"] = [args.few_shot]
-        if args.split_fractions is not None:
-            changes["split_fractions"] = args.split_fractions
-        if args.steps is not None:  # as the runner's --steps: a smoke run, so the same cell keys
-            changes["budget"] = replace(suite.budget, source_steps=args.steps, target_steps=args.steps, smoke=True)
-        suite = replace(suite, **changes)
+        suite = apply_settings(replace(suite, **changes), args)  # --steps: a smoke run, as the runner's
         device = resolve_device(args.device)
         threads = threads_per_cell()  # as the runner's default: the same source model (key and weights)
         torch.set_num_threads(threads)
