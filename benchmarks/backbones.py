@@ -1,4 +1,4 @@
-"""Segmentation backbones (a registry), each with declared encoder stages and a swappable head."""
+"""Segmentation backbones (a registry): each builds a ``methods.model.SegModel`` with declared encoder stages."""
 
 from __future__ import annotations
 
@@ -11,50 +11,9 @@ from monai.networks.layers import SkipConnection
 from monai.networks.nets import BasicUNet, UNet
 from torch import nn
 
-from benchmarks.core.registry import Registry
-
-
-class SegModel(nn.Module):
-    """A body that outputs ``features`` channels at input resolution + a 1x1 conv head.
-
-    Qualified module names declare the structure: ``encoder`` covers every
-    down-path parameter; ``encoder_stages`` are the stage outputs to hook, shallow
-    to deep (the last is the bottleneck); everything else in the body is decoder.
-    Methods find their layers through these names, never hard-coded layer names.
-    """
-
-    def __init__(
-        self,
-        body: nn.Module,
-        features: int,
-        num_classes: int,
-        encoder: list[str],
-        encoder_stages: list[str] | None = None,
-    ) -> None:
-        super().__init__()
-        self.body = body
-        self.features = features
-        self.head = nn.Conv2d(features, num_classes, kernel_size=1)
-        self.encoder = [f"body.{n}" for n in encoder]
-        self.encoder_stages = [f"body.{n}" for n in (encoder_stages or encoder)]
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.body(x))
-
-    @property
-    def num_classes(self) -> int:
-        return self.head.out_channels
-
-    def reset_head(self, num_classes: int) -> None:
-        """Replace the head with a freshly initialised one (used when class counts differ)."""
-        self.head = nn.Conv2d(self.features, num_classes, kernel_size=1).to(self.head.weight.device)
-
-    def modules_named(self, names: list[str]) -> list[nn.Module]:
-        return [self.get_submodule(n) for n in names]
-
-    def encoder_parameters(self) -> list[nn.Parameter]:
-        return [p for m in self.modules_named(self.encoder) for p in m.parameters()]
-
+from benchmarks.interop import nnunet
+from datasets.core.registry import Registry
+from methods.model import CheckpointError, SegModel
 
 BackboneFactory = Callable[[int, int], SegModel]
 BACKBONES: Registry[BackboneFactory] = Registry("backbone", entry_point_group="ntbench.backbones")
@@ -129,19 +88,9 @@ def smp_resnet18(in_channels: int, num_classes: int) -> SegModel:
 def nnunet_plain(in_channels: int, num_classes: int, size: int = 64) -> SegModel:
     """nnU-Net v2's 2D PlainConvUNet as its default planner configures it for ``size`` slices (Isensee et al. 2021).
 
-    Needs ``pip install 'ntbench[nnunet]'``; deep supervision is off (benchmarks/nnunet.py).
+    Needs ``pip install 'ntbench[nnunet]'``; deep supervision is off (benchmarks/interop/nnunet.py).
     """
-    from benchmarks import nnunet
-
     return nnunet.build(nnunet.default_2d_architecture(size), in_channels, num_classes)
-
-
-class BackboneError(ValueError):
-    """A backbone cannot be built as asked (a missing optional dependency, an unusable checkpoint)."""
-
-
-class CheckpointError(BackboneError):
-    """A --checkpoint file cannot initialise the chosen backbone."""
 
 
 def build_backbone(
@@ -166,8 +115,6 @@ def build_backbone(
     if checkpoint is not None and is_nnunet_checkpoint(checkpoint):
         if name != "nnunet":
             raise CheckpointError(f"--checkpoint {checkpoint}: an nnU-Net checkpoint needs --backbone nnunet")
-        from benchmarks import nnunet
-
         return nnunet.from_checkpoint(checkpoint, in_channels, num_classes, weights=not scratch)
     takes_size = "size" in inspect.signature(factory).parameters
     model = factory(in_channels, num_classes, size=size) if takes_size else factory(in_channels, num_classes)

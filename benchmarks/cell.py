@@ -17,9 +17,8 @@ import pandas as pd
 import torch
 
 from benchmarks import progress
-from benchmarks.backbones import SegModel, build_backbone
+from benchmarks.backbones import build_backbone
 from benchmarks.config import Cell, transfer_type
-from benchmarks.core.files import atomic_write
 from benchmarks.core.settings import stored_settings
 from benchmarks.data import OpenDataset
 from benchmarks.metrics import dice_hd95
@@ -28,8 +27,10 @@ from benchmarks.store import Store
 from benchmarks.threads import wait_policy
 from benchmarks.train import predict, seed_all, train
 from datasets.base import DataError, Task
+from datasets.core.files import atomic_write
 from datasets.slices import SliceDataset, assemble_volume
 from methods.base import METHODS, Method, RunContext
+from methods.model import SegModel
 
 
 @lru_cache(maxsize=1)

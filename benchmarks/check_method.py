@@ -236,7 +236,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--backbone", nargs="+", default=["unet"], help="backbones to train on (default: unet)")
     args = p.parse_args(argv)
     from benchmarks.backbones import BACKBONES
-    from benchmarks.core.registry import UnknownNameError
+    from datasets.core.registry import UnknownNameError
     from methods import METHODS
 
     try:

@@ -489,8 +489,6 @@ def run(args: argparse.Namespace) -> int:
     """
     import torch
 
-    from benchmarks.backbones import BackboneError
-    from benchmarks.core.registry import UnknownNameError
     from benchmarks.data import open_suite_data
     from benchmarks.executors import ExecutorError, Job, Tally, publish, run_grid
     from benchmarks.grid import build_cells, grid_cells, method_params
@@ -500,8 +498,10 @@ def run(args: argparse.Namespace) -> int:
     from benchmarks.summary import run_summary
     from benchmarks.tune import TuneError, TuneInterrupted, describe, plan_lines, planned_test_cells, tune, tune_config
     from datasets.base import DATASETS, DataError, Task
+    from datasets.core.registry import UnknownNameError
     from datasets.generated import NotGenerated
     from methods import MethodConfigError
+    from methods.model import BackboneError
 
     try:
         if args.list_tasks:

@@ -8,8 +8,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from benchmarks.core.options import DEFAULT_SPLIT_FRACTIONS
 from datasets.base import DATASETS, DataError, DatasetAdapter, Task
+from datasets.core.fractions import DEFAULT_SPLIT_FRACTIONS
 from datasets.slices import SliceSet, load_maps, load_slices, preprocess_subjects
 from datasets.splits import few_shot, split_subjects
 

@@ -24,9 +24,9 @@ from typing import TYPE_CHECKING
 import numpy as np
 from scipy import stats as sps
 
-from benchmarks.core.files import atomic_write
 from benchmarks.core.options import DEFAULT_CACHE, OneLineParser, add_split_fractions
 from benchmarks.core.schema import ESTIMATES_DIR
+from datasets.core.files import atomic_write
 
 if TYPE_CHECKING:  # heavy (torch): imported once the options are valid
     import pandas as pd
@@ -272,16 +272,16 @@ def run(args: argparse.Namespace) -> int:
     """Everything after the option checks."""
     import torch
 
-    from benchmarks.backbones import BackboneError
     from benchmarks.core.device import DeviceError, resolve_device
-    from benchmarks.core.registry import UnknownNameError
     from benchmarks.data import open_suite_data
     from benchmarks.grid import UsageError
     from benchmarks.suite import SuiteError
     from benchmarks.summary import interpreter
     from benchmarks.threads import threads_per_cell
     from datasets.base import DataError
+    from datasets.core.registry import UnknownNameError
     from methods import MethodConfigError
+    from methods.model import BackboneError
 
     try:
         names = estimator_names(args.estimators)

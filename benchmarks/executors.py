@@ -29,13 +29,13 @@ import torch
 
 from benchmarks.cell import failed_frame, run_cell
 from benchmarks.config import Cell
-from benchmarks.core.files import atomic_write
 from benchmarks.data import OpenDataset
 from benchmarks.progress import Progress, reporting
 from benchmarks.sources import source_path
 from benchmarks.store import LOST, Store
 from benchmarks.threads import WAIT_VARIABLES
 from datasets.base import DATASETS
+from datasets.core.files import atomic_write
 
 # (cell, state, detail): state is the cell's ok/failed, or "error" (the worker raised outside the
 # cell; detail is the traceback) or "lost" (the worker died; detail says how).

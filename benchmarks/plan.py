@@ -17,9 +17,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from benchmarks.config import Budget, Cell
-from benchmarks.core.options import DEFAULT_SPLIT_FRACTIONS
 from benchmarks.data import OpenDataset, stratified_split
 from datasets.base import DATASETS, DataError
+from datasets.core.fractions import DEFAULT_SPLIT_FRACTIONS
 from datasets.generated import no_generation
 from datasets.preprocess import cache_key
 

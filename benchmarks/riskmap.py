@@ -31,12 +31,11 @@ from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 
 from benchmarks import sources  # noqa: E402
-from benchmarks.backbones import SegModel, build_backbone  # noqa: E402
+from benchmarks.backbones import build_backbone  # noqa: E402
 from benchmarks.cell import fine_tune, model_path, save_model  # noqa: E402
 from benchmarks.config import Cell  # noqa: E402
 from benchmarks.core.device import DeviceError, resolve_device  # noqa: E402
 from benchmarks.core.options import DEFAULT_CACHE, OneLineParser, add_split_fractions  # noqa: E402
-from benchmarks.core.registry import UnknownNameError  # noqa: E402
 from benchmarks.data import OpenDataset, open_suite_data  # noqa: E402
 from benchmarks.estimate import RISK_THRESHOLD, finetune_cells, subject_map_scores  # noqa: E402
 from benchmarks.grid import apply_settings  # noqa: E402
@@ -44,8 +43,10 @@ from benchmarks.sources import source_model  # noqa: E402
 from benchmarks.suite import SuiteError, load_suite  # noqa: E402
 from benchmarks.threads import threads_per_cell  # noqa: E402
 from datasets.base import DataError  # noqa: E402
+from datasets.core.registry import UnknownNameError  # noqa: E402
 from datasets.slices import SliceSet  # noqa: E402
 from methods.estimators import estimate_maps, map_names  # noqa: E402
+from methods.model import SegModel  # noqa: E402
 from methods.transferability import expand_windows  # noqa: E402
 
 LABEL_COLOURS = ("#00e5ff", "#ffd600", "#ff3d00", "#76ff03")

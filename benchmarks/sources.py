@@ -15,14 +15,15 @@ from pathlib import Path
 import torch
 
 from benchmarks import progress
-from benchmarks.backbones import SegModel, build_backbone, is_nnunet_checkpoint
+from benchmarks.backbones import build_backbone, is_nnunet_checkpoint
 from benchmarks.config import Cell
-from benchmarks.core.files import atomic_write
 from benchmarks.core.settings import ADDED, SETTINGS, of
 from benchmarks.data import OpenDataset
 from benchmarks.train import seed_all, train
 from datasets.base import Task
+from datasets.core.files import atomic_write
 from datasets.slices import SliceDataset
+from methods.model import SegModel
 
 
 def source_key(cell: Cell) -> str:

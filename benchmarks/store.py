@@ -13,8 +13,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from benchmarks.core.files import atomic_write
 from benchmarks.core.schema import REQUIRED_SCHEMA, SCHEMA
+from datasets.core.files import atomic_write
 
 COLUMNS = list(SCHEMA)  # the leaderboard reads the same schema (benchmarks/core/schema.py)
 

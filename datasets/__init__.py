@@ -1,36 +1,24 @@
 """Dataset adapters: files on disk -> Subjects -> cached 2D slices.
 
-Importing the package registers the built-in adapters (fets2021, phantom, brats2021,
-iseg2019, mni152, msd, brainsim); ``DATASETS.names()`` lists them.
-The torch-dependent slice API (``datasets.slices``) is imported lazily, so that
-``datasets.base`` stays usable without torch.
+The built-in adapters (brainsim, brats, fets2021, iseg2019, mni152, msd, phantom) register when
+``DATASETS`` is first asked (``DATASETS.names()`` lists them). Importing the package loads nothing: the names
+below are imported on first use, so ``datasets.core`` (the bottom layer) and ``datasets.base`` stay light and
+the torch-dependent slice API (``datasets.slices``) loads only when named.
 """
 
 from importlib import import_module
 from typing import Any
 
-from datasets import brainsim, brats, fets, iseg, mni152, msd  # noqa: F401  (importing registers the adapters)
-from datasets.base import DATASETS, DataError, DatasetAdapter, Subject, Task
-from datasets.phantom import generate_phantom, phantom_root
-from datasets.splits import few_shot, split_subjects
-
 _LAZY = {
-    name: "datasets.slices"
-    for name in ("SliceDataset", "SliceSet", "assemble_volume", "load_slices", "preprocess_subjects")
+    **dict.fromkeys(("DATASETS", "DataError", "DatasetAdapter", "Subject", "Task"), "datasets.base"),
+    **dict.fromkeys(("generate_phantom", "phantom_root"), "datasets.phantom"),
+    **dict.fromkeys(("few_shot", "split_subjects"), "datasets.splits"),
+    **dict.fromkeys(
+        ("SliceDataset", "SliceSet", "assemble_volume", "load_slices", "preprocess_subjects"), "datasets.slices"
+    ),
 }
 
-__all__ = [
-    "DATASETS",
-    "DataError",
-    "DatasetAdapter",
-    "Subject",
-    "Task",
-    "few_shot",
-    "generate_phantom",
-    "phantom_root",
-    "split_subjects",
-    *_LAZY,
-]
+__all__ = list(_LAZY)
 
 
 def __getattr__(name: str) -> Any:

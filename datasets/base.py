@@ -6,7 +6,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, ClassVar
 
-from benchmarks.core.registry import Registry
+from datasets.core.registry import Registry
 
 
 class DataError(ValueError):
@@ -123,4 +123,8 @@ class DatasetAdapter:
         return [s for s in self.labelled_subjects() if task.group in ("*", "", s.group) and task.modality in s.images]
 
 
-DATASETS: Registry[type[DatasetAdapter]] = Registry("dataset", entry_point_group="ntbench.datasets")
+# The built-in adapters' modules, imported on the registry's first lookup (``datasets/__init__`` loads none).
+BUILTIN_ADAPTERS = tuple(f"datasets.{m}" for m in ("brainsim", "brats", "fets", "iseg", "mni152", "msd"))
+DATASETS: Registry[type[DatasetAdapter]] = Registry(
+    "dataset", entry_point_group="ntbench.datasets", builtins=BUILTIN_ADAPTERS
+)

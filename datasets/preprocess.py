@@ -19,9 +19,9 @@ import numpy as np
 from scipy.ndimage import gaussian_filter, zoom
 from tqdm import tqdm
 
-from benchmarks.core.files import atomic_write
 from datasets import io as dio
 from datasets.base import DataError, DatasetAdapter, Subject
+from datasets.core.files import atomic_write
 
 PREPROCESS_VERSION = 1
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from benchmarks.core.options import DEFAULT_SPLIT_FRACTIONS, check_fractions
 from datasets.base import DataError
+from datasets.core.fractions import DEFAULT_SPLIT_FRACTIONS, check_fractions
 
 
 def split_subjects(

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from benchmarks.core.files import umask_mode
 from benchmarks.core.options import OneLineParser, add_margin
+from datasets.core.files import umask_mode
 from leaderboard import estimators
 from leaderboard.analysis import Options, Report, analyse
 from leaderboard.comparisons import resolve_variant

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from benchmarks.core.registry import Registry
+from datasets.core.registry import Registry
 from methods.losses import base_loss
 
 

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader
 
-from benchmarks.core.files import atomic_write
+from datasets.core.files import atomic_write
 from datasets.slices import SliceDataset
 from methods.base import HParam, Method, MethodConfigError, RunContext, Space, register_method
 from methods.estimators import estimate_maps

@@ -68,7 +68,7 @@ def test_import_predictions_steps_joins_the_runs_smoke_cells(run: dict, tmp_path
     import numpy as np
 
     from benchmarks.data import open_suite_data
-    from benchmarks.import_predictions import main
+    from benchmarks.interop.import_predictions import main
     from benchmarks.suite import load_suite
     from datasets import io as dio
     from leaderboard.settings import setting_text

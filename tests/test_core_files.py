@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.core.files import atomic_write
+from datasets.core.files import atomic_write
 
 
 def test_replaces_content_only_when_the_block_completes(tmp_path: Path) -> None:

@@ -9,9 +9,10 @@ import pytest
 import torch
 from torch import nn
 
-from benchmarks.backbones import BACKBONES, SegModel
+from benchmarks.backbones import BACKBONES
 from benchmarks.cli import main
 from methods.base import METHODS, Method, RunContext
+from methods.model import SegModel
 
 SUITE = """\
 name: contract

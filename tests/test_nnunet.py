@@ -20,11 +20,12 @@ import torch
 
 pytest.importorskip("nnunetv2", reason="needs the nnunet extra")
 
-from benchmarks.backbones import CheckpointError, build_backbone  # noqa: E402
+from benchmarks.backbones import build_backbone  # noqa: E402
 from benchmarks.cli import main as run_main  # noqa: E402
 from benchmarks.data import open_dataset  # noqa: E402
-from datasets.export_nnunet import main as export_main  # noqa: E402
+from benchmarks.interop.export_nnunet import main as export_main  # noqa: E402
 from datasets.phantom import generate_phantom  # noqa: E402
+from methods.model import CheckpointError  # noqa: E402
 
 TASK = "t2-WT+ET"  # source task: 3 classes
 TARGET = "t1-WT"  # target task: 2 classes, so transfers re-initialise the head
@@ -343,7 +344,7 @@ def test_import_truth_as_predictions_scores_dice_1(world: dict, tmp_path: Path) 
     import pandas as pd
 
     from benchmarks.core.schema import SCHEMA
-    from benchmarks.import_predictions import main as import_main
+    from benchmarks.interop.import_predictions import main as import_main
 
     args = ["--predictions", str(world["raw"] / DATASET / "labelsTs"), "--task", TASK, "--suite", "phantom"]
     args += ["--data-root", str(world["data_root"]), "--out", str(tmp_path), "--cache-dir", str(world["cache"])]
@@ -357,7 +358,7 @@ def test_import_truth_as_predictions_scores_dice_1(world: dict, tmp_path: Path) 
 
 
 def test_import_missing_prediction_exit_2_nothing_written(world: dict, tmp_path: Path, capsys) -> None:
-    from benchmarks.import_predictions import main as import_main
+    from benchmarks.interop.import_predictions import main as import_main
 
     preds = tmp_path / "preds"
     shutil.copytree(world["raw"] / DATASET / "labelsTs", preds)

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.backbones import BackboneError, build_backbone
+from benchmarks.backbones import build_backbone
+from methods.model import BackboneError
 
 
 @pytest.fixture
@@ -20,7 +21,8 @@ def without_nnunet(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_core_modules_do_not_import_the_extra() -> None:
     code = (
-        "import sys, benchmarks.cell, benchmarks.cli, benchmarks.import_predictions, datasets.export_nnunet; "
+        "import sys, benchmarks.cell, benchmarks.cli, benchmarks.interop.import_predictions, "
+        "benchmarks.interop.export_nnunet; "
         "sys.exit(int(any(m in sys.modules for m in ('nnunetv2', 'dynamic_network_architectures'))))"
     )
     root = Path(__file__).resolve().parent.parent

@@ -12,9 +12,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from benchmarks.core.files import atomic_write, umask, umask_mode
 from benchmarks.store import COLUMNS, Store
 from benchmarks.summary import interpreter
+from datasets.core.files import atomic_write, umask, umask_mode
 
 
 @pytest.fixture(params=[0o022, 0o027, 0o002])

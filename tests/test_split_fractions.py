@@ -11,9 +11,9 @@ import pytest
 
 from benchmarks.cli import main
 from benchmarks.config import Cell
-from benchmarks.core.options import check_fractions
 from benchmarks.data import open_dataset
 from benchmarks.suite import SuiteError, load_suite
+from datasets.core.fractions import check_fractions
 from datasets.splits import split_subjects
 
 SUITE = """\

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, Literal
 
-from benchmarks.core.options import DEFAULT_SPLIT_FRACTIONS, check_fractions, fractions_text
+from datasets.core.fractions import DEFAULT_SPLIT_FRACTIONS, check_fractions, fractions_text
 
 # How a setting enters the cell key: always (a field of the first release), only when not at its default (added
 # later: results already in a store keep their keys), or never.

@@ -7,7 +7,7 @@ from typing import ClassVar
 
 from torch import Tensor
 
-from benchmarks.core.registry import Registry
+from datasets.core.registry import Registry
 
 # What one pass of the frozen source model over the target training slices can gather (methods.estimators.engine).
 # Global: the LEEP joint and its second-pass sum of log e, the hard-prediction counts, a feature sample;

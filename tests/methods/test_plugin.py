@@ -146,7 +146,7 @@ def test_a_broken_plugin_is_named_and_the_others_still_load(
     """An installed entry point whose module fails to import is reported by name; the plugins after it load."""
     import importlib
 
-    from benchmarks.core.registry import PluginWarning, UnknownNameError
+    from datasets.core.registry import PluginWarning, UnknownNameError
 
     module, attr, good = GOOD_PLUGINS[group]
     registry = getattr(importlib.import_module(module), attr)

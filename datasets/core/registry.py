@@ -1,10 +1,11 @@
-"""One registry pattern for datasets, methods and backbones (timm-style)."""
+"""One registry pattern for datasets, methods, estimators and backbones (timm-style)."""
 
 from __future__ import annotations
 
 import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from importlib import import_module
 from importlib.metadata import entry_points
 from typing import Generic, TypeVar
 
@@ -20,16 +21,21 @@ class PluginWarning(UserWarning):
 
 
 class Registry(Generic[T]):
-    """Name -> object map filled by a decorator; optional entry-point plugins.
+    """Name -> object map filled by a decorator; built-in modules and entry-point plugins loaded on first lookup.
 
-    >>> METHODS = Registry("method", entry_point_group="ntbench.methods")
+    >>> METHODS = Registry("method", entry_point_group="ntbench.methods", builtins=("methods.finetune",))
     >>> @METHODS.register("finetune")
     ... class FineTune: ...
+
+    ``builtins`` name the modules whose import registers the built-in entries: they are imported when the registry
+    is first asked (``names``, ``get``, ``in``), so importing the package that holds the registry stays light.
     """
 
-    def __init__(self, kind: str, entry_point_group: str | None = None) -> None:
+    def __init__(self, kind: str, entry_point_group: str | None = None, builtins: tuple[str, ...] = ()) -> None:
         self.kind = kind
         self.entry_point_group = entry_point_group
+        self.builtins = builtins
+        self._builtins_loaded = not builtins
         self._items: dict[str, T] = {}
         self._plugins_loaded = entry_point_group is None
         # entry-point name -> "module: ExceptionType: message" of each plugin that failed to load
@@ -51,6 +57,7 @@ class Registry(Generic[T]):
     @contextmanager
     def temporarily(self, name: str, obj: T) -> Iterator[T]:
         """Register ``obj`` as ``name`` for the ``with`` block only (tests, notebooks); then it is gone again."""
+        self._load_builtins()
         if name in self._items:
             raise ValueError(f"{self.kind} {name!r} is already registered")
         self.register(name)(obj)
@@ -62,6 +69,7 @@ class Registry(Generic[T]):
     @contextmanager
     def isolated(self) -> Iterator[None]:
         """Plugins are looked up afresh inside the block, and whatever registers in it is undone at its end."""
+        self._load_builtins()  # before saving: a built-in module is imported once, its entries must outlive the block
         saved = dict(self._items), self._plugins_loaded, dict(self.broken)
         self._plugins_loaded, self.broken = self.entry_point_group is None, {}
         try:
@@ -69,8 +77,16 @@ class Registry(Generic[T]):
         finally:
             self._items, self._plugins_loaded, self.broken = saved
 
+    def _load_builtins(self) -> None:
+        if not self._builtins_loaded:
+            self._builtins_loaded = True
+            for module in self.builtins:
+                import_module(module)  # importing the module runs its @register decorators
+
     def _load_plugins(self) -> None:
-        """Import every entry point of the group; one that fails is named in a warning and in ``broken``."""
+        """Import the built-in modules, then every entry point of the group; a plugin that fails is named in a
+        warning and in ``broken``."""
+        self._load_builtins()
         if self._plugins_loaded:
             return
         self._plugins_loaded = True

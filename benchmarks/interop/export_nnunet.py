@@ -1,4 +1,4 @@
-"""``python -m datasets.export_nnunet``: one ntbench task as an nnU-Net v2 raw dataset, with ntbench's split.
+"""``python -m benchmarks.interop.export_nnunet``: one ntbench task as an nnU-Net v2 raw dataset, with ntbench's split.
 
 Writes ``OUT/DatasetNNN_<name>/``: ``imagesTr``/``labelsTr`` (the task's training subjects, or the
 few-shot draw of ``--few-shot K --seed S``, plus its validation subjects), ``imagesTs``/``labelsTs``
@@ -24,15 +24,10 @@ from typing import TYPE_CHECKING
 import nibabel as nib
 import numpy as np
 
-from benchmarks.core.options import (
-    DEFAULT_CACHE,
-    DEFAULT_SPLIT_FRACTIONS,
-    OneLineParser,
-    add_split_fractions,
-    fractions_text,
-)
+from benchmarks.core.options import DEFAULT_CACHE, OneLineParser, add_split_fractions
 from datasets import io as dio
 from datasets.base import DataError, Subject, Task
+from datasets.core.fractions import DEFAULT_SPLIT_FRACTIONS, fractions_text
 
 if TYPE_CHECKING:
     from benchmarks.data import OpenDataset
@@ -114,7 +109,7 @@ def export(data: OpenDataset, task: Task, split: dict[str, list[str]], folder: P
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = OneLineParser(prog="python -m datasets.export_nnunet", description=__doc__.split("\n\n")[0])
+    p = OneLineParser(prog="python -m benchmarks.interop.export_nnunet", description=__doc__.split("\n\n")[0])
     p.add_argument("--dataset", required=True, help="dataset adapter, e.g. phantom, fets2021")
     p.add_argument("--task", required=True, help="task, e.g. 01-t2-WT")
     p.add_argument("--data-root", type=Path, help="dataset folder (the embedded phantom needs none)")
@@ -132,8 +127,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from benchmarks.core.registry import UnknownNameError
     from benchmarks.data import open_dataset
+    from datasets.core.registry import UnknownNameError
 
     try:
         if not 1 <= args.id <= 999:

@@ -1,7 +1,7 @@
 """nnU-Net v2 networks in ntbench: the ``nnunet`` backbone and nnU-Net checkpoints as source models.
 
-Needs the optional extra ``pip install ntbench[nnunet]`` (nnunetv2, dynamic-network-architectures);
-imported only when the ``nnunet`` backbone or an nnU-Net checkpoint is used. The network is the one
+Needs the optional extra ``pip install ntbench[nnunet]`` (nnunetv2, dynamic-network-architectures), whose
+packages are imported only when the ``nnunet`` backbone or an nnU-Net checkpoint is used. The network is the one
 nnU-Net trains (``PlainConvUNet`` or whatever class the plans name) with deep supervision off: ntbench's
 loop trains one full-resolution output. Its last segmentation layer becomes the ``SegModel`` head.
 """
@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from benchmarks.backbones import BackboneError, CheckpointError, SegModel
+from methods.model import BackboneError, CheckpointError, SegModel
 
 EXTRA = "pip install 'ntbench[nnunet]'"
 # Classes a plans file may name: nnU-Net's architectures and torch layers, never arbitrary code.

@@ -1,8 +1,8 @@
-"""``python -m benchmarks.import_predictions``: score a folder of external predictions (e.g. nnU-Net's) as a method.
+"""``python -m benchmarks.interop.import_predictions``: score external predictions (e.g. nnU-Net's) as a method.
 
 The folder holds one label map per test subject of the task, ``<subject id>.nii.gz`` with the task's
 classes 0..C on the subject's image grid: what ``nnUNetv2_predict -i imagesTs`` writes for a dataset
-made by ``python -m datasets.export_nnunet``. Each prediction is put on ntbench's evaluation grid by
+made by ``python -m benchmarks.interop.export_nnunet``. Each prediction is put on ntbench's evaluation grid by
 the same steps as the truth (the brain-holding axial slices, in-plane nearest-neighbour resize to the
 suite's slice size) and scored with ``benchmarks.metrics.dice_hd95`` per subject and region, exactly
 as a cell scores its model. The rows enter the results store as one cell of method ``--method``
@@ -81,7 +81,7 @@ def score(data: OpenDataset, task: Task, folder: Path, size: int) -> list[dict]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = OneLineParser(prog="python -m benchmarks.import_predictions", description=__doc__.split("\n\n")[0])
+    p = OneLineParser(prog="python -m benchmarks.interop.import_predictions", description=__doc__.split("\n\n")[0])
     p.add_argument("--predictions", type=Path, required=True, help="folder of <subject id>.nii.gz label maps")
     p.add_argument("--task", required=True, help="target task the predictions segment, e.g. 01-t1-WT")
     p.add_argument("--method", default="nnunet", help="method name of the rows (default: nnunet)")
@@ -101,13 +101,13 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from benchmarks.cell import cell_frame
-    from benchmarks.core.registry import UnknownNameError
     from benchmarks.data import open_suite_data
     from benchmarks.grid import apply_settings, cell_identity, make_cell
+    from benchmarks.interop.export_nnunet import task_option
     from benchmarks.store import Store, StoreError
     from benchmarks.suite import SuiteError, load_suite
     from datasets.base import DataError
-    from datasets.export_nnunet import task_option
+    from datasets.core.registry import UnknownNameError
 
     start = time.time()
     try:
