@@ -15,7 +15,7 @@ import pandas as pd
 
 from benchmarks.core.options import OneLineParser, add_margin
 from datasets.core.files import umask_mode
-from leaderboard import estimators
+from leaderboard import dial, estimators
 from leaderboard.analysis import Options, Report, analyse
 from leaderboard.comparisons import resolve_variant
 from leaderboard.errors import LeaderboardError
@@ -27,7 +27,15 @@ from leaderboard.tables import METRIC_LABELS, setting_table
 from leaderboard.units import METRICS
 
 PROG = "python -m leaderboard.build"
-OUTPUT_PATTERNS = ("cd_diagram*.png", "learning_curve*.png", "gains.png", "transferability.csv", "estimators_*.csv")
+OUTPUT_PATTERNS = (
+    "cd_diagram*.png",
+    "learning_curve*.png",
+    "dial_*.png",
+    "dial.csv",
+    "gains.png",
+    "transferability.csv",
+    "estimators_*.csv",
+)
 
 
 def _alpha(text: str) -> float:
@@ -171,6 +179,9 @@ def write_outputs(report: Report, out: Path, estimates: estimators.EstimatorRepo
     report.comparisons.to_csv(out / "comparisons.csv", index=False)
     report.negative_transfer.to_csv(out / "negative_transfer.csv", index=False)
     report.power.to_csv(out / "power.csv", index=False)
+    dial_rows = dial.dial_table(report.negative_transfer)
+    if not dial_rows.empty:
+        dial_rows.to_csv(out / "dial.csv", index=False)
     summaries = [sr.summary.assign(setting=sr.setting) for sr in report.settings]
     table = pd.concat(summaries, ignore_index=True) if summaries else pd.DataFrame()
     table.to_csv(out / "leaderboard.csv", index=False)
@@ -218,6 +229,15 @@ def _figures(report: Report, out: Path) -> dict[str, Path]:
             f"{group}: {label} vs few-shot K\n({round(100 * (1 - opts.alpha))}% crossed-model CI; "
             f"{curve['n_seeds'].min()} seeds)",
             made[f"learning_curve_{j}"],
+        )
+    for j, (group, curve) in enumerate(dial.curves(dial.dial_table(report.negative_transfer)), start=1):
+        made[f"dial_{j}"] = out / f"dial_{j}.png"
+        figures.dial_plot(
+            curve,
+            figures.palette(sorted(curve["method"].unique()), None),
+            f"{label}: method − {opts.scratch}",
+            f"{group}\n({round(100 * (1 - opts.alpha))}% crossed-model CI; {curve['level'].nunique()} levels)",
+            made[f"dial_{j}"],
         )
     return made
 

@@ -101,3 +101,31 @@ def learning_curve_plot(
     ax.legend(fontsize=8, frameon=False, loc="best")
     fig.savefig(path, dpi=DPI, bbox_inches="tight")
     plt.close(fig)
+
+
+def dial_plot(curve: pd.DataFrame, colours: dict, ylabel: str, title: str, path: Path) -> None:
+    """Each method's difference to scratch against the dial level, with CI bars; below 0 is negative transfer."""
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    methods = sorted(curve["method"].unique())
+    ax.axhline(0.0, color="black", linewidth=0.8)
+    for j, method in enumerate(methods):
+        part = curve[curve["method"] == method].sort_values("level")
+        x = part["level"] + 0.008 * (j - (len(methods) - 1) / 2)
+        ax.errorbar(
+            x,
+            part["mean_diff"],
+            yerr=[part["mean_diff"] - part["ci_low"], part["ci_high"] - part["mean_diff"]],
+            marker="o",
+            markersize=4,
+            capsize=3,
+            linewidth=1.4,
+            color=colours[method],
+            label=method,
+        )
+    ax.set_xlabel("dial level c (0 = no conflict, 1 = full conflict)")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, frameon=False, loc="best")
+    fig.savefig(path, dpi=DPI, bbox_inches="tight")
+    plt.close(fig)

@@ -6,7 +6,7 @@ import base64
 from html import escape
 from pathlib import Path
 
-from leaderboard import estimators
+from leaderboard import dial, estimators
 from leaderboard.analysis import Report
 from leaderboard.comparisons import HOLM_FAMILY
 from leaderboard.render import numeric_columns
@@ -125,6 +125,17 @@ def page(report: Report, figures: dict[str, Path], estimates: estimators.Estimat
                 "learning curve",
                 f"Mean {label} per few-shot K in one dataset and budget ({escape(group)}); bars: "
                 f"{round(100 * (1 - opts.alpha))}% crossed-model CI over seeds and test subjects.",
+            )
+        )
+    for j, (group, _) in enumerate(dial.curves(dial.dial_table(report.negative_transfer)), start=1):
+        body.append(f'<h2 id="dial-{j}-title">Negative-transfer dial: {escape(group)}</h2>')
+        body.append(
+            _figure(
+                figures.get(f"dial_{j}"),
+                "negative-transfer dial",
+                f"Each method's {label} minus {opts.scratch} against the dial level (docs/design.md §Testbed; "
+                f"values in dial.csv): below 0 is negative transfer; bars: {round(100 * (1 - opts.alpha))}% "
+                "crossed-model CI, the negative-transfer table's per-transfer rows.",
             )
         )
     if not report.transferability.empty:
