@@ -1,5 +1,5 @@
-"""The runner. Importing it first makes idle OpenMP threads sleep unless the user chose (``benchmarks.threads``)."""
+"""The runner: CLI, grid, cells, backbones, training loop, executors, store writer, interop (docs/design.md §Layers).
 
-from benchmarks.threads import configure_openmp
-
-configure_openmp()  # before torch loads in any process of ntbench: the CLI, pool, SLURM and Ray workers, tools
+Importing it does nothing: its start-up (OpenMP's wait policy, ``benchmarks.threads.configure_openmp``) runs in
+its entry points, so the leaderboard and the lower layers, which import ``benchmarks.core``, never run it.
+"""

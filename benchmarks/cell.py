@@ -16,7 +16,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from benchmarks import progress
+from benchmarks import report
 from benchmarks.backbones import build_backbone
 from benchmarks.config import Cell, transfer_type
 from benchmarks.core.settings import stored_settings
@@ -82,7 +82,7 @@ def resolve(cell: Cell, data: OpenDataset) -> CellData:
 def _evaluate(model: torch.nn.Module, data: OpenDataset, resolved: CellData, device: torch.device) -> list[dict]:
     """Dice/HD95 per subject of the cell's split and region, on the re-assembled 3D volume."""
     rows = []
-    progress.begin("prediction", len(resolved.eval_ids))
+    report.begin("prediction", len(resolved.eval_ids))
     for sid in resolved.eval_ids:
         slices = data.slices(resolved.target, [sid])
         pred = assemble_volume(slices, sid, predict(model, slices, device))
@@ -90,7 +90,7 @@ def _evaluate(model: torch.nn.Module, data: OpenDataset, resolved: CellData, dev
         for cls, region in enumerate(resolved.target.regions, start=1):
             dice, hd = dice_hd95(pred == cls, truth == cls, slices.spacing[sid])
             rows.append({"subject_id": sid, "region": region, "dice": dice, "hd95": hd})
-        progress.tick()
+        report.tick()
     return rows
 
 
@@ -126,7 +126,7 @@ def fine_tune(
     target.to(device)
     risk = data.risk(resolved.source, task, resolved.train_ids) if method.needs_risk_maps() else None
     run = RunContext(source, target, train_set, device, cell.budget.target_steps, cell.seed, cache_dir, risk)
-    progress.begin("fine-tuning", cell.budget.target_steps)  # a method's preparation (TRM's maps) included
+    report.begin("fine-tuning", cell.budget.target_steps)  # a method's preparation (TRM's maps) included
     method.prepare(run)
     train(
         target,

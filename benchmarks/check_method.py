@@ -28,6 +28,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from benchmarks.threads import configure_openmp
+
 if TYPE_CHECKING:
     from methods.base import HParam
 
@@ -231,6 +233,7 @@ def run_checks(name: str, backbones: list[str]) -> list[Result]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    configure_openmp()  # the runner's start-up, before torch loads (benchmarks.threads)
     p = argparse.ArgumentParser(prog="python -m benchmarks.check_method", description=__doc__.splitlines()[0])
     p.add_argument("name", help="registered method name (built-in or plugin)")
     p.add_argument("--backbone", nargs="+", default=["unet"], help="backbones to train on (default: unet)")

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from benchmarks.core.device import DeviceError, resolve_device
 from benchmarks.core.options import DEFAULT_CACHE, OneLineParser, add_margin, add_split_fractions
 from benchmarks.grid import UsageError, apply_settings, dataset_options
+from benchmarks.threads import configure_openmp
 
 if TYPE_CHECKING:  # heavy (torch, MONAI): imported in main only once the options are valid
     import torch
@@ -465,6 +466,7 @@ def list_tasks(name: str, args: argparse.Namespace) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    configure_openmp()  # the runner's start-up, before torch loads (benchmarks.threads)
     args = build_parser().parse_args(argv)
     try:
         check_options(args)

@@ -26,6 +26,7 @@ from scipy import stats as sps
 
 from benchmarks.core.options import DEFAULT_CACHE, OneLineParser, add_split_fractions
 from benchmarks.core.schema import ESTIMATES_DIR
+from benchmarks.threads import configure_openmp
 from datasets.core.files import atomic_write
 
 if TYPE_CHECKING:  # heavy (torch): imported once the options are valid
@@ -325,6 +326,7 @@ def run(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """Parse and check the options (one line and exit 2 on a bad one, nothing created), then run."""
+    configure_openmp()  # the runner's start-up, before torch loads (benchmarks.threads)
     args = parser().parse_args(argv)
     try:
         check_args(args)

@@ -30,7 +30,8 @@ import torch
 from benchmarks.cell import failed_frame, run_cell
 from benchmarks.config import Cell
 from benchmarks.data import OpenDataset
-from benchmarks.progress import Progress, reporting
+from benchmarks.progress import Progress
+from benchmarks.report import reporting
 from benchmarks.sources import source_path
 from benchmarks.store import LOST, Store
 from benchmarks.threads import WAIT_VARIABLES

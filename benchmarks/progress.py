@@ -2,7 +2,7 @@
 
 Each cell weighs its training steps (target steps, plus source steps for the cell that trains a source
 model still missing from the cache). A running cell reports its phase (source training, fine-tuning,
-prediction) and step to a small file (``reporting``, ``begin``, ``tick``; ``Store.progress_path``), which
+prediction) and step to a small file (``benchmarks.report``; ``Store.progress_path``), which
 the driver reads wherever the cell runs (local workers, SLURM, Ray: the store is shared). The estimate is
 elapsed time x remaining weight / weight done, the training steps of running cells included, so it falls
 while a cell runs; before any step is done, the calibrated estimate of ``plan.estimate`` minus the elapsed
@@ -13,81 +13,17 @@ step is printed whenever nothing else was for ``heartbeat_s`` seconds.
 from __future__ import annotations
 
 import json
-import os
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
 from benchmarks.config import Cell
+from benchmarks.sources import source_path
 from benchmarks.store import Store
 
 HEARTBEAT_S = 60.0
-WRITE_S = 5.0  # a running cell rewrites its progress file at most this often
-TRAINING = ("source training", "fine-tuning")  # phases whose steps count towards a cell's weight
-
-
-@dataclass
-class _Report:
-    """The running cell's progress, as written to its file."""
-
-    path: Path
-    phase: str = "starting"
-    step: int = 0
-    total: int = 0
-    trained: int = 0  # training steps of the cell so far, both phases
-    written: float = 0.0
-
-    def write(self) -> None:
-        fields = {"phase": self.phase, "step": self.step, "total": self.total, "trained": self.trained}
-        tmp = self.path.with_name(f"{self.path.name}-{os.getpid()}.tmp")
-        try:
-            tmp.write_text(json.dumps(fields))
-            os.replace(tmp, self.path)
-        except OSError:
-            return  # a progress report never fails a cell
-        self.written = time.monotonic()
-
-
-_REPORT: _Report | None = None
-
-
-@contextmanager
-def reporting(path: Path) -> Iterator[None]:
-    """Report the cell run inside the block to ``path`` (``begin``, ``tick``).
-
-    The last report stays until the driver has counted the finished cell (``Progress.finished`` removes it),
-    so its steps never drop out of the time left in between.
-    """
-    global _REPORT
-    _REPORT = _Report(Path(path))
-    _REPORT.write()
-    try:
-        yield
-        _REPORT.write()
-    finally:
-        _REPORT = None
-
-
-def begin(phase: str, total: int) -> None:
-    """The running cell enters ``phase`` of ``total`` steps (no-op outside ``reporting``)."""
-    if _REPORT is not None:
-        _REPORT.phase, _REPORT.step, _REPORT.total = phase, 0, total
-        _REPORT.write()
-
-
-def tick() -> None:
-    """One step of the current phase done; written at most every ``WRITE_S`` seconds."""
-    if _REPORT is None:
-        return
-    _REPORT.step += 1
-    _REPORT.trained += _REPORT.phase in TRAINING
-    if time.monotonic() - _REPORT.written >= WRITE_S:
-        _REPORT.write()
 
 
 def clock(seconds: float) -> str:
@@ -100,8 +36,6 @@ def clock(seconds: float) -> str:
 
 def weights(cells: list[Cell], cache_dir: Path) -> dict[str, int]:
     """Training steps per cell key; a source model still to train counts for the first cell that needs it."""
-    from benchmarks.sources import source_path  # torch: benchmarks.train reports through this module
-
     out, claimed = {}, set()
     for cell in cells:
         path = source_path(cache_dir, cell) if cell.source_task else None
@@ -114,7 +48,8 @@ def weights(cells: list[Cell], cache_dir: Path) -> dict[str, int]:
 class Progress:
     """Progress of one ``run_grid`` call: ``finished(cell)`` after each cell; a context manager for the heartbeat.
 
-    ``store`` is where the cells report their phase and step (``reporting``); without it only finished cells count.
+    ``store`` is where the cells report their phase and step (``benchmarks.report``); without it only finished cells
+    count.
     """
 
     def __init__(

@@ -23,6 +23,9 @@ from pathlib import Path
 
 import matplotlib
 
+from benchmarks.threads import configure_openmp
+
+configure_openmp()  # the runner's start-up, before torch loads below (benchmarks.threads)
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from benchmarks import progress
+from benchmarks import report
 from benchmarks.backbones import build_backbone, is_nnunet_checkpoint
 from benchmarks.config import Cell
 from benchmarks.core.settings import ADDED, SETTINGS, of
@@ -101,7 +101,7 @@ def source_model(
             seed_all(cell.seed, "source-init")
             model = build_backbone(cell.backbone, 1, task.num_classes, cell.checkpoint or None, size=cell.budget.size)
             slices = data.slices(task, data.task_ids(task, "train"))
-            progress.begin("source training", cell.budget.source_steps)
+            report.begin("source training", cell.budget.source_steps)
             train(
                 model,
                 SliceDataset(slices, augment=cell.budget.augment, seed=cell.seed),

@@ -53,8 +53,9 @@ def default_jobs(threads: int) -> int:
 def configure_openmp(environ: MutableMapping[str, str] = os.environ) -> None:
     """Make idle OpenMP threads sleep (``DEFAULT_WAIT``) unless the user set a wait variable.
 
-    Call it before torch is imported (the OpenMP runtime reads its variables when it loads); processes
-    started afterwards (pool workers, local SLURM jobs) inherit it.
+    Call it before torch is imported (the OpenMP runtime reads its variables when it loads): every entry point of
+    the runner does, first (``benchmarks.run``, ``check_method``, ``estimate``, ``riskmap``, the interop tools);
+    processes started afterwards inherit it (pool workers, SLURM jobs; Ray tasks get it in their runtime_env).
     """
     if not any(name in environ for name in WAIT_VARIABLES):
         environ.update(DEFAULT_WAIT)

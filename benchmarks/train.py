@@ -10,17 +10,20 @@ from __future__ import annotations
 import math
 import zlib
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from benchmarks import progress
-from benchmarks.config import Budget
+from benchmarks import report
 from datasets.device_batches import DeviceBatches
 from datasets.slices import SliceDataset, SliceSet
 from methods.base import Method
+
+if TYPE_CHECKING:
+    from benchmarks.config import Budget
 
 # Bumped (1, 2, ...) whenever the training loop changes results for the same inputs: batches, augmentation, the
 # optimiser step, seeding, the shared loss (methods/losses.py). Cell and source-model keys hash it from 2 on
@@ -121,7 +124,7 @@ def train(
                 losses.append(loss.detach())
                 step += 1
                 bar.update()
-                progress.tick()  # the cell's phase and step, for the run's heartbeat
+                report.tick()  # the cell's phase and step, for the run's heartbeat
                 if step % 50 == 0 or step == steps:  # one host sync every 50 steps, not per step
                     if not math.isfinite(value := float(loss.detach())):
                         raise TrainingDiverged(f"{desc}: loss became {value} at step {step}")

@@ -8,9 +8,10 @@ from pathlib import Path
 
 import pytest
 
-import benchmarks.progress as progress_module
+import benchmarks.report as report_module
 from benchmarks.config import Budget, Cell
-from benchmarks.progress import Progress, begin, clock, reporting, tick, weights
+from benchmarks.progress import Progress, clock, weights
+from benchmarks.report import begin, reporting, tick
 from benchmarks.store import Store
 
 BUDGET = Budget(source_steps=100, target_steps=10)
@@ -66,7 +67,7 @@ def test_running_cells_report_phase_and_step_and_the_time_left_falls(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A cell's phase and step reach the heartbeat; its training steps count, so the time left falls as it runs."""
-    monkeypatch.setattr(progress_module, "WRITE_S", 0.0)  # every step written (else at most every 5 s)
+    monkeypatch.setattr(report_module, "WRITE_S", 0.0)  # every step written (else at most every 5 s)
     store = Store(tmp_path / "out")
     store.cells.mkdir(parents=True)
     cells = [_cell("finetune", "01-t2-WT"), _cell("scratch", "")]  # weights 110 and 10 steps

@@ -25,6 +25,7 @@ import nibabel as nib
 import numpy as np
 
 from benchmarks.core.options import DEFAULT_CACHE, OneLineParser, add_split_fractions
+from benchmarks.threads import configure_openmp
 from datasets import io as dio
 from datasets.base import DataError, Subject, Task
 from datasets.core.fractions import DEFAULT_SPLIT_FRACTIONS, fractions_text
@@ -126,6 +127,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    configure_openmp()  # the runner's start-up, before torch loads (benchmarks.threads)
     args = build_parser().parse_args(argv)
     from benchmarks.data import open_dataset
     from datasets.core.registry import UnknownNameError

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from benchmarks.core.options import DEFAULT_CACHE, OneLineParser, add_split_fractions
+from benchmarks.threads import configure_openmp
 
 if TYPE_CHECKING:
     from benchmarks.data import OpenDataset
@@ -99,6 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    configure_openmp()  # the runner's start-up, before torch loads (benchmarks.threads)
     args = build_parser().parse_args(argv)
     from benchmarks.cell import cell_frame
     from benchmarks.data import open_suite_data
