@@ -363,7 +363,7 @@ def test_import_missing_prediction_exit_2_nothing_written(world: dict, tmp_path:
     preds = tmp_path / "preds"
     shutil.copytree(world["raw"] / DATASET / "labelsTs", preds)
     next(preds.iterdir()).unlink()
-    args = ["--predictions", str(preds), "--task", TASK, "--data-root", str(world["data_root"])]
+    args = ["--predictions", str(preds), "--task", TASK, "--suite", "phantom", "--data-root", str(world["data_root"])]
     assert import_main([*args, "--out", str(tmp_path / "out"), "--cache-dir", str(world["cache"])]) == 2
     err = capsys.readouterr().err.strip()
     assert "--predictions" in err and len(err.splitlines()) == 1 and not (tmp_path / "out").exists()
