@@ -422,15 +422,14 @@ def repair_store(store: Store, cells: list[Cell], dry_run: bool) -> None:
 
 
 def list_methods() -> str:
+    """Every method and its hyperparameters, from declarations read without torch (``methods.declarations``)."""
     from benchmarks.tune import BUDGET_SPACE
-    from methods import METHODS
+    from methods.declarations import declarations
 
     lines = []
-    for name in METHODS.names():
-        cls = METHODS.get(name)
-        doc = (cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else ""
-        lines.append(f"{name}: {doc}")
-        for key, hp in cls.hparams.items():
+    for name, declared in sorted(declarations().items()):
+        lines.append(f"{name}: {declared.summary}")
+        for key, hp in declared.hparams.items():
             choices = f" {{{', '.join(map(str, hp.choices))}}}" if hp.choices else ""
             space = f"  [tune: {hp.space}]" if hp.space else ""
             lines.append(f"    {key} = {hp.default!r}{choices}  {hp.help}{space}")

@@ -18,13 +18,15 @@ import math
 import zlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
-from typing import Any
-
-import optuna
+from typing import TYPE_CHECKING, Any
 
 from benchmarks.config import Cell
-from benchmarks.store import Store
 from methods.base import METHODS, MethodConfigError, Space
+
+if TYPE_CHECKING:  # optuna loads when studies open, so --list-methods reads BUDGET_SPACE without it
+    import optuna
+
+    from benchmarks.store import Store
 
 # The learning rate is tuned for every method, finetune and scratch included (issue 13: equal treatment). It is
 # the target phase's (Budget.target_lr): the source model, trained once per budget, is shared by every trial.
@@ -32,8 +34,6 @@ BUDGET_SPACE: dict[str, Space] = {"lr": Space("log", 1e-4, 1e-2)}
 BUDGET_FIELDS = {"lr": "target_lr"}
 SAMPLERS = ("tpe", "random")
 DEFAULT_TUNE_SEEDS = (100,)
-
-optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 
 class TuneError(ValueError):
@@ -172,6 +172,8 @@ class Study:
 
 def make_sampler(name: str, seed: int, trials: int) -> optuna.samplers.BaseSampler:
     """Seeded TPE (its random start-up phase at most half of the trials) or random search."""
+    import optuna
+
     if name == "random":
         return optuna.samplers.RandomSampler(seed=seed)
     # Bergstra et al. 2011 (TPE); Optuna's default 10 start-up trials would make a small budget pure random search.
@@ -180,6 +182,9 @@ def make_sampler(name: str, seed: int, trials: int) -> optuna.samplers.BaseSampl
 
 def open_studies(cells: list[Cell], config: TuneConfig) -> list[Study]:
     """Group grid cells into studies (one per cell key without the seed), each with a fresh seeded sampler."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
     groups: dict[str, list[Cell]] = {}
     for cell in cells:
         groups.setdefault(study_key(cell), []).append(cell)
@@ -222,6 +227,8 @@ def tune(
     (so the executor runs studies in parallel while each study stays sequential), then tells each study its
     value. Returns the studies and the number of trial cells still to run (0 unless ``run`` is None).
     """
+    import optuna
+
     should_run = should_run or (lambda cell: not done(store, cell))
     studies = open_studies(cells, config)
     active, left = list(studies), 0

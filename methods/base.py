@@ -1,17 +1,21 @@
-"""The method interface: a few hooks through which a strategy sees a fine-tuning run."""
+"""The method interface: a few hooks through which a strategy sees a fine-tuning run.
+
+Importing it loads no torch (the hooks receive torch objects; the shared loss is imported where it is used), so
+``--list-methods`` and a plugin's declarations are read without it.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
-
-import numpy as np
-import torch
-from torch import nn
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from datasets.core.registry import Registry
-from methods.losses import base_loss
+
+if TYPE_CHECKING:
+    import numpy as np
+    import torch
+    from torch import nn
 
 
 class MethodConfigError(ValueError):
@@ -229,6 +233,8 @@ class Method:
 
     def loss(self, batch: dict[str, torch.Tensor], logits: torch.Tensor, target_model: nn.Module) -> torch.Tensor:
         """Training loss of one batch; default is the shared Dice + CE loss."""
+        from methods.losses import base_loss  # MONAI: loaded with the first training step, not with the interface
+
         return base_loss(logits, batch["label"])
 
     def on_step(self, step: int, target_model: nn.Module) -> None:
@@ -245,5 +251,9 @@ class Method:
         return {}
 
 
-METHODS: Registry[type[Method]] = Registry("method", entry_point_group="ntbench.methods")
+# The built-in strategies' modules, imported on the registry's first lookup (``methods/__init__`` loads none).
+BUILTIN_METHODS = tuple(
+    f"methods.{m}" for m in ("bss", "class_weighted", "delta", "finetune", "freeze", "l2sp", "lpft", "lwf", "trm")
+)
+METHODS: Registry[type[Method]] = Registry("method", entry_point_group="ntbench.methods", builtins=BUILTIN_METHODS)
 register_method = METHODS.register

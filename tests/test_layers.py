@@ -118,7 +118,7 @@ def _loaded(module: str) -> tuple[list[str], dict[str, str]]:
         ("datasets.core.registry", ("torch", "numpy", "datasets.base", "methods", "benchmarks", "leaderboard")),
         ("benchmarks.core.schema", ("torch", "pandas", "datasets.base", "methods", "leaderboard", "benchmarks.grid")),
         ("leaderboard.build", ("torch", "methods", "datasets.base", "benchmarks.cli", "benchmarks.threads")),
-        ("methods", ("leaderboard", "benchmarks")),
+        ("methods", ("torch", "leaderboard", "benchmarks")),
         ("datasets", ("torch", "numpy", "methods", "leaderboard", "benchmarks")),
     ],
 )
