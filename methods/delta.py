@@ -29,7 +29,8 @@ class DELTA(Method):
     """Fine-tuning + alpha * distance of encoder-stage outputs to the frozen source's on the same batch."""
 
     requires = ("encoder_stages",)
-    # Defaults alpha = beta = 0.01: DELTA's reference code (github.com/lixingjian/DELTA, run.sh).
+    # Defaults alpha = beta = 0.01: DELTA's reference run.sh (github.com/lixingjian/DELTA), which sets them for
+    # --reg_type att_fea_map, whose distance is divided by h*w (docs/baselines.md: ours, fea_map, weighs ~28x more).
     hparams = {
         "alpha": HParam(
             0.01,

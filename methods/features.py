@@ -26,7 +26,7 @@ def require_source(method: str, source_model: nn.Module | None) -> nn.Module:
 class FeatureCapture:
     """Forward hooks keeping the latest output of each named submodule, in the order of ``names``.
 
-    >>> cap = FeatureCapture(model, model.encoder_stages)
+    >>> cap = FeatureCapture(self.name, model, model.encoder_stages)  # the method's name heads its errors
     >>> logits = model(x); feats = cap.take()  # list of tensors, shallow -> deep
     """
 
