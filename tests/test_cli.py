@@ -65,6 +65,7 @@ BAD = {
     "bad param": (["--param", "finetune.nope=1"], "unknown hyperparameter"),
     "few-shot too large": (["--few-shot", "500"], "--few-shot 500 exceeds"),
     "unknown suite": (["--suite", "nope"], "--suite 'nope': unknown suite"),
+    "oracle without risk": (["--method", "trm", "--param", "trm.score=oracle"], "needs ground-truth risk maps"),
 }
 
 
