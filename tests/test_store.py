@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
+from benchmarks.cell import failed_frame
+from benchmarks.config import Cell
 from benchmarks.store import COLUMNS, Store
+
+README = Path(__file__).resolve().parents[1] / "README.md"
 
 
 def _rows(key: str, n: int = 3) -> pd.DataFrame:
@@ -45,3 +50,12 @@ def test_interrupted_write_leaves_no_cell(tmp_path: Path, monkeypatch: pytest.Mo
 def test_missing_columns_rejected(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="lack columns"):
         Store(tmp_path).write("a", pd.DataFrame({"cell_key": ["a"]}))
+
+
+def test_readme_lists_every_store_column() -> None:
+    """The README's store paragraph names every column a cell's rows carry (scores a method adds aside)."""
+    columns = set(failed_frame(Cell("s", "phantom", "01-t2-WT", "01-t1-WT", "finetune", "unet", 0), True, "", "cpu"))
+    text = README.read_text()
+    paragraph = text[text.index("The store (`--out`") :].split("\n\n")[0]
+    listed = {name.strip() for span in re.findall(r"`([^`]*)`", paragraph) for name in span.split(",")}
+    assert len(columns) > 40 and not columns - listed, f"README's store paragraph misses {sorted(columns - listed)}"
