@@ -29,6 +29,7 @@ import torch
 
 from benchmarks.cell import failed_frame, run_cell
 from benchmarks.config import Cell
+from benchmarks.core.device import resolve_device
 from benchmarks.data import OpenDataset
 from benchmarks.progress import Progress
 from benchmarks.report import reporting
@@ -94,13 +95,6 @@ def open_spec(path: Path) -> OpenDataset:
     return _OPENED[key]
 
 
-def worker_device(text: str) -> torch.device:
-    """``auto``: the first visible GPU (the one the scheduler gave this worker), else the CPU."""
-    if text == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(text)
-
-
 def execute_cell(
     cell: Cell, data_spec: Path, store_root: Path, cache_dir: Path, device: str = "auto", keep_model: bool = False
 ) -> str:
@@ -111,7 +105,8 @@ def execute_cell(
     """
     store = Store(store_root)
     with reporting(store.progress_path(cell.key)):
-        rows = run_cell(cell, open_spec(data_spec), store, Path(cache_dir), worker_device(device), keep_model)
+        # --device text as the CLI checked it; ``auto`` is the first GPU this worker sees (its scheduler's), else CPU
+        rows = run_cell(cell, open_spec(data_spec), store, Path(cache_dir), resolve_device(device), keep_model)
     return str(rows["status"].iloc[0])
 
 
