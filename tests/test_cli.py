@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import shutil
 from pathlib import Path
 
 import pandas as pd
@@ -53,6 +54,28 @@ def test_rerun_skips_finished_cells(run_dirs: tuple[Path, Path], capsys: pytest.
     assert _snapshot(out) == before
     assert "finetune" in captured.out and "scratch" in captured.out
     assert "cannot establish a difference" in captured.out
+
+
+def test_force_recomputes_finished_cells(
+    run_dirs: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """``--force`` reruns the finished cells of its grid (a new file and ``created_at``, the same Dice); cells outside
+    the grid stay as they are. Without it a rerun changes nothing (``test_rerun_skips_finished_cells``)."""
+    out, cache = tmp_path / "out", run_dirs[1]
+    shutil.copytree(run_dirs[0], out)
+    before = {p: (p.stat().st_mtime_ns, pd.read_parquet(p)) for p in sorted((out / "cells").glob("*.parquet"))}
+    capsys.readouterr()
+    args = [*PHANTOM, "--method", "finetune", "--out", str(out), "--cache-dir", str(cache), *STEPS, "--force"]
+    assert main(args) == 0
+    forced = [p for p, (_, rows) in before.items() if rows["method"].iloc[0] == "finetune"]
+    assert f"0 already done, running {len(forced)}" in capsys.readouterr().err and forced
+    for path, (mtime, old) in before.items():
+        new = pd.read_parquet(path)
+        if path in forced:
+            assert path.stat().st_mtime_ns != mtime and (new["created_at"] != old["created_at"]).all()
+            assert new["dice"].tolist() == old["dice"].tolist()  # recomputed, not changed
+        else:
+            assert path.stat().st_mtime_ns == mtime and new.equals(old)
 
 
 BAD = {
