@@ -17,7 +17,7 @@ import pytest
 import leaderboard
 from benchmarks.cli import main
 
-ONE = ["--source", "01-t2-WT", "--target", "01-t1-WT", "--steps", "2"]
+ONE = ["--suite", "phantom", "--source", "01-t2-WT", "--target", "01-t1-WT", "--steps", "2"]  # small and fast
 
 
 def snapshot(folder: Path) -> dict[str, str]:
