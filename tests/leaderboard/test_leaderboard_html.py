@@ -53,18 +53,10 @@ def test_page_is_self_contained_with_every_table(default_build: Path) -> None:
 
 @pytest.fixture(scope="module")
 def chromium() -> str:
-    """The chromium binary, installed with apt-get when absent (skips when that fails)."""
-    found = shutil.which("chromium")
-    if found:
-        return found
-    try:
-        result = subprocess.run(["apt-get", "install", "-y", "chromium"], capture_output=True, text=True, timeout=900)
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        pytest.skip(f"chromium is absent and 'apt-get install -y chromium' could not run: {exc}")
-    found = shutil.which("chromium")
-    if result.returncode != 0 or not found:
-        last = (result.stderr.strip().splitlines() or ["no output"])[-1]
-        pytest.skip(f"chromium is absent and 'apt-get install -y chromium' failed ({result.returncode}): {last}")
+    """The chromium binary; the test skips without one (``.ci/run`` installs it where it can)."""
+    found = shutil.which("chromium") or shutil.which("chromium-browser")
+    if not found:
+        pytest.skip("no chromium on PATH to render the page (apt-get install chromium)")
     return found
 
 
