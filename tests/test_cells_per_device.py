@@ -11,7 +11,6 @@ import torch
 
 from benchmarks.cli import main
 from benchmarks.executors import pool_devices
-from benchmarks.threads import threads_per_cell
 
 PROVENANCE = ["code_version", "torch_version", "device", "wall_s", "created_at"]
 SUITE = """\
@@ -58,13 +57,8 @@ def test_two_cells_per_device_equal_each_cell_alone(grid, tmp_path: Path, keep_t
     pd.testing.assert_frame_equal(together, alone)  # bitwise: dice, hd95 and every setting column
 
 
-def test_pool_devices_and_thread_share(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_pool_devices(monkeypatch: pytest.MonkeyPatch) -> None:
     assert pool_devices(torch.device("cpu"), 3) == ["cpu"] * 3
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
     assert pool_devices(torch.device("cuda"), 2) == ["cuda:0", "cuda:0", "cuda:1", "cuda:1"]
     assert pool_devices(torch.device("cuda:1"), 2) == ["cuda:1", "cuda:1"]
-    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
-    monkeypatch.setenv("SLURM_CPUS_PER_TASK", "1")
-    assert threads_per_cell(4) == 1 and threads_per_cell(4, requested=3) == 3
-    monkeypatch.setenv("OMP_NUM_THREADS", "2")
-    assert threads_per_cell(8) == 2  # a per-process count, as OpenMP reads it
