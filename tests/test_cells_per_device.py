@@ -48,6 +48,7 @@ def _run(grid: tuple[Path, Path, Callable], out: Path, *extra: str) -> pd.DataFr
     return rows.drop(columns=PROVENANCE).sort_values(["cell_key", "subject_id", "region"]).reset_index(drop=True)
 
 
+@pytest.mark.slow
 def test_two_cells_per_device_equal_each_cell_alone(grid, tmp_path: Path, keep_threads: None) -> None:
     together = _run(grid, tmp_path / "together", "--cells-per-device", "2")
     alone = pd.concat([_run(grid, tmp_path / f"alone{seed}", "--seeds", str(seed)) for seed in (0, 1)])

@@ -56,6 +56,7 @@ def test_rerun_skips_finished_cells(run_dirs: tuple[Path, Path], capsys: pytest.
     assert "cannot establish a difference" in captured.out
 
 
+@pytest.mark.slow
 def test_force_recomputes_finished_cells(
     run_dirs: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:
@@ -147,6 +148,7 @@ def test_list_methods(capsys: pytest.CaptureFixture) -> None:
     assert "finetune" in text and "scratch" in text and "encoder_lr_mult" in text
 
 
+@pytest.mark.slow
 def test_checkpoint_initialises_and_enters_the_key(
     tmp_path: Path, run_dirs: tuple[Path, Path], capsys: pytest.CaptureFixture
 ) -> None:
@@ -171,6 +173,7 @@ def test_checkpoint_initialises_and_enters_the_key(
     assert _snapshot(out) == before
 
 
+@pytest.mark.slow
 def test_summary_answers_the_question(run_dirs: tuple[Path, Path], capsys: pytest.CaptureFixture) -> None:
     """Best method and margins per transfer, n and * explained, where results are, a leaderboard command that works."""
     import shlex

@@ -53,6 +53,7 @@ def _cells(results: Path) -> pd.DataFrame:
     return cells.drop_duplicates("cell_key").set_index("transfer")
 
 
+@pytest.mark.slow
 def test_save_models_keeps_each_cells_fine_tuned_weights(run: dict[str, Path]) -> None:
     import torch
 

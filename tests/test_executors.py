@@ -78,6 +78,7 @@ def _no_wait_variables(monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.delenv(name)
 
 
+@pytest.mark.slow
 def test_executors_write_identical_rows(
     grid: tuple[Path, Path, Path],
     tmp_path: Path,
@@ -178,6 +179,7 @@ def test_ray_tasks_reserve_ray_cpus_and_run_threads(
     assert (make_executor(args).cpus, cell_threads(args)) == (cpus, threads)
 
 
+@pytest.mark.slow
 def test_workers_keep_the_users_wait_policy(
     grid: tuple[Path, Path, Path], tmp_path: Path, ray_cluster: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:

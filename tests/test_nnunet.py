@@ -255,6 +255,7 @@ def test_checkpoint_is_the_source_model_not_pretrained(world: dict, checkpoint: 
     torch.testing.assert_close(model.head.weight, weights[f"decoder.seg_layers.{last}.weight"])
 
 
+@pytest.mark.slow
 def test_transfer_from_nnunet_checkpoint_end_to_end(world: dict, checkpoint: Path, tmp_path: Path) -> None:
     import pandas as pd
 

@@ -19,6 +19,7 @@ def without_nnunet(monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.setitem(sys.modules, name, None)
 
 
+@pytest.mark.slow
 def test_core_modules_do_not_import_the_extra() -> None:
     code = (
         "import sys, benchmarks.cell, benchmarks.cli, benchmarks.interop.import_predictions, "

@@ -115,6 +115,7 @@ def _cells(out: Path) -> int:
     return len(list((out / "cells").glob("*.parquet"))) if (out / "cells").is_dir() else 0
 
 
+@pytest.mark.slow
 def test_killed_runs_resume_without_losing_or_duplicating(
     grid_phantom: tuple[Path, Path],
     cache_with_subjects: Callable[[Path], Path],

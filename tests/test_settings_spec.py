@@ -10,6 +10,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from benchmarks.core.settings import SETTINGS
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -132,6 +134,7 @@ print(json.dumps({
 """
 
 
+@pytest.mark.slow
 def test_a_dummy_setting_added_to_the_spec_alone_reaches_every_layer() -> None:
     """Extending ``SETTINGS`` (and nothing else) gives the dataclasses, keys, schema, leaderboard, summary, store
     columns, suite files and runner options the new setting; at its default every key stays as it was."""

@@ -82,6 +82,7 @@ def runs(grid_suite: Callable, tmp_path_factory: pytest.TempPathFactory) -> dict
     return {"args": args, "out": out, "cache": cache, "root": root}
 
 
+@pytest.mark.slow
 def test_cli_fractions_make_their_own_cells(runs: dict, capsys: pytest.CaptureFixture) -> None:
     rows = pd.concat(pd.read_parquet(p) for p in (runs["out"] / "cells").glob("*.parquet"))
     by = rows.groupby("split_fractions")

@@ -84,6 +84,7 @@ ENTRY_POINTS = (
 )
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("module", "user", "spins"),
     [
@@ -117,6 +118,7 @@ def _rows(out: Path) -> pd.DataFrame:
     return pd.concat([pd.read_parquet(p) for p in sorted((out / "cells").glob("*.parquet"))], ignore_index=True)
 
 
+@pytest.mark.slow
 def test_two_thread_counts_never_share_a_key(
     grid_suite: Callable, tmp_path: Path, keep_threads: None, capsys: pytest.CaptureFixture
 ) -> None:

@@ -163,12 +163,15 @@ def test_bad_trm_values_are_one_line_cli_errors(tmp_path, capsys) -> None:
     assert not out.exists()
 
 
+@pytest.mark.slow
 def test_trm_cell_end_to_end(tmp_path) -> None:
     from benchmarks.cli import main
 
     out, cache = tmp_path / "out", tmp_path / "cache"
     location = ["--param", "trm.granularity=location", "--param", "trm.ce_scope=foreground"]
     args = [
+        "--suite",
+        "phantom",
         "--method",
         "trm",
         "class-weighted",
@@ -193,6 +196,7 @@ def test_trm_cell_end_to_end(tmp_path) -> None:
     assert rows.loc[rows["method"] == "class-weighted", "leep"].isna().all()
 
 
+@pytest.mark.slow
 def test_riskmap_figure_and_bad_task(tmp_path, capsys) -> None:
     from benchmarks.riskmap import main
 

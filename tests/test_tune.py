@@ -77,6 +77,7 @@ def test_rerun_recomputes_nothing_and_replays_the_same_study(tmp_path: Path) -> 
     assert [s.test_cells() for s in first] == [s.test_cells() for s in second]
 
 
+@pytest.mark.slow
 def test_killed_run_resumes_without_duplicated_trials(tmp_path: Path) -> None:
     whole, killed = Store(tmp_path / "whole"), Store(tmp_path / "killed")
     tune(GRID, TuneConfig(trials=4, seeds=(100, 101)), whole, Runner(whole))

@@ -53,6 +53,7 @@ def _args(ctx: dict, root: Path, out: Path, *extra: str) -> list[str]:
     ]
 
 
+@pytest.mark.slow
 def test_end_to_end_cell(run: dict) -> None:
     rows = pd.concat([pd.read_parquet(p) for p in (run["out"] / "cells").glob("*.parquet")])
     assert (rows["status"] == "ok").all() and set(rows["dataset"]) == {run["name"]}
@@ -60,6 +61,7 @@ def test_end_to_end_cell(run: dict) -> None:
     assert set(rows["transfer_type"]) == {"mixed" if run["name"] == "msd" else "cross-modality"}
 
 
+@pytest.mark.slow
 def test_bad_subject_refused_then_skipped(run: dict, capsys: pytest.CaptureFixture) -> None:
     bad_root = run["base"] / "bad"
     shutil.copytree(run["root"], bad_root)
@@ -111,6 +113,7 @@ def test_bad_input_exits_2_store_untouched(case: str, run: dict, tmp_path: Path,
     assert snapshot(run["out"]) == before
 
 
+@pytest.mark.slow
 def test_mni152_suite_cell(mni152_cache: Path, tmp_path: Path) -> None:
     """The built-in mni152 suite on the generated data (default root in the cache), one short cell."""
     out = tmp_path / "out"

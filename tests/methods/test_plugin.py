@@ -79,6 +79,7 @@ def test_plugin_loss_matches_numpy(installed_plugin: None) -> None:
     )
 
 
+@pytest.mark.slow
 def test_plugin_runs_end_to_end_through_the_cli(
     installed_plugin: None, tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:
