@@ -30,6 +30,10 @@ def read(out: Path) -> pd.DataFrame:
     return pd.concat([pd.read_parquet(p) for p in (out / "cells").glob("*.parquet")], ignore_index=True)
 
 
+# Every test here shares one tuning run of the CLI (about 40 s on 2 cores).
+pytestmark = pytest.mark.slow
+
+
 @pytest.fixture(scope="module")
 def tuned(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, list[str]]:
     out, cache = tmp_path_factory.mktemp("out"), tmp_path_factory.mktemp("cache")
@@ -38,7 +42,6 @@ def tuned(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, list[st
     return out, cache, args
 
 
-@pytest.mark.slow
 def test_trials_score_validation_subjects_then_best_runs_on_test(tuned) -> None:
     out, _, _ = tuned
     rows = read(out)
@@ -78,7 +81,6 @@ def test_dry_run_counts_trial_and_test_cells(tuned, capsys: pytest.CaptureFixtur
     assert "4 done, 2 to run" in text and "2 cells: 0 done" in text
 
 
-@pytest.mark.slow
 def test_killed_tuning_run_resumes_without_duplicated_trials(tuned, tmp_path: Path) -> None:
     """SIGKILL the whole run after its second trial cell; the rerun finishes the study, no trial twice."""
     first, cache, _ = tuned
