@@ -81,26 +81,10 @@ def learning_curve_plot(
     for j, method in enumerate(methods):
         part = curve[curve["method"] == method].sort_values("few_shot", key=lambda s: s.map(position))
         x = part["few_shot"].map(position) + 0.06 * (j - (len(methods) - 1) / 2)
-        ax.errorbar(
-            x,
-            part["mean"],
-            yerr=[part["mean"] - part["ci_low"], part["ci_high"] - part["mean"]],
-            marker="o",
-            markersize=4,
-            capsize=3,
-            linewidth=1.4,
-            linestyle="--" if colours[method] == REFERENCE_COLOUR else "-",
-            color=colours[method],
-            label=method,
-        )
+        linestyle = "--" if colours[method] == REFERENCE_COLOUR else "-"
+        _interval_series(ax, x, part["mean"], part, colours[method], method, linestyle)
     ax.set_xticks(range(len(shots)), [str(k) if k else "all" for k in shots])
-    ax.set_xlabel("few-shot K (target training subjects)")
-    ax.set_ylabel(ylabel)
-    ax.set_title(title, fontsize=10)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, frameon=False, loc="best")
-    fig.savefig(path, dpi=DPI, bbox_inches="tight")
-    plt.close(fig)
+    _finish_series_plot(fig, ax, "few-shot K (target training subjects)", ylabel, title, path)
 
 
 def dial_plot(curve: pd.DataFrame, colours: dict, ylabel: str, title: str, path: Path) -> None:
@@ -111,18 +95,31 @@ def dial_plot(curve: pd.DataFrame, colours: dict, ylabel: str, title: str, path:
     for j, method in enumerate(methods):
         part = curve[curve["method"] == method].sort_values("level")
         x = part["level"] + 0.008 * (j - (len(methods) - 1) / 2)
-        ax.errorbar(
-            x,
-            part["mean_diff"],
-            yerr=[part["mean_diff"] - part["ci_low"], part["ci_high"] - part["mean_diff"]],
-            marker="o",
-            markersize=4,
-            capsize=3,
-            linewidth=1.4,
-            color=colours[method],
-            label=method,
-        )
-    ax.set_xlabel("dial level c (0 = no conflict, 1 = full conflict)")
+        _interval_series(ax, x, part["mean_diff"], part, colours[method], method)
+    _finish_series_plot(fig, ax, "dial level c (0 = no conflict, 1 = full conflict)", ylabel, title, path)
+
+
+def _interval_series(
+    ax: plt.Axes, x: pd.Series, centre: pd.Series, part: pd.DataFrame, colour: str, label: str, linestyle: str = "-"
+) -> None:
+    """One method's points with their ``ci_low``/``ci_high`` bars (the learning-curve and dial figures' style)."""
+    ax.errorbar(
+        x,
+        centre,
+        yerr=[centre - part["ci_low"], part["ci_high"] - centre],
+        marker="o",
+        markersize=4,
+        capsize=3,
+        linewidth=1.4,
+        linestyle=linestyle,
+        color=colour,
+        label=label,
+    )
+
+
+def _finish_series_plot(fig: plt.Figure, ax: plt.Axes, xlabel: str, ylabel: str, title: str, path: Path) -> None:
+    """Axis labels, title, grid and legend of a per-method series figure; write it and close it."""
+    ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.set_title(title, fontsize=10)
     ax.grid(alpha=0.3)
