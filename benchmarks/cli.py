@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
-import os
 import sys
 from dataclasses import replace
 from functools import partial
@@ -16,8 +15,17 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from benchmarks.core.device import DeviceError, resolve_device
-from benchmarks.core.options import DEFAULT_CACHE, OneLineParser, add_margin, add_split_fractions
-from benchmarks.grid import UsageError, apply_settings, dataset_options
+from benchmarks.core.options import (
+    DEFAULT_CACHE,
+    OneLineParser,
+    UsageError,
+    add_margin,
+    add_split_fractions,
+    check_folder,
+    check_minimums,
+    flag,
+)
+from benchmarks.grid import apply_settings, dataset_options
 from benchmarks.threads import configure_openmp
 
 if TYPE_CHECKING:  # heavy (torch, MONAI): imported in main only once the options are valid
@@ -197,34 +205,9 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def flag(dest: str) -> str:
-    """argparse dest -> its command-line spelling (``few_shot`` -> ``--few-shot``)."""
-    return "--" + dest.replace("_", "-")
-
-
-def check_numbers(args: argparse.Namespace) -> None:
-    """Every numeric option against its ``MINIMUM`` entry."""
-    for dest, minimum in MINIMUM.items():
-        value = getattr(args, dest, None)
-        for v in value if isinstance(value, list) else [value]:
-            if v is not None and v < minimum:
-                raise UsageError(f"{flag(dest)} {v}: must be >= {minimum}")
-
-
-def check_folder(option: str, folder: Path) -> None:
-    """Fail early if ``folder`` cannot be created or written, without creating anything."""
-    if folder.exists() and not folder.is_dir():
-        raise UsageError(f"{option} {folder}: exists and is not a folder")
-    parent = next(p for p in [folder, *folder.resolve().parents] if p.exists())
-    if not parent.is_dir():
-        raise UsageError(f"{option} {folder}: {parent} is a file, not a folder")
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise UsageError(f"{option} {folder}: not writable ({parent} is read-only)")
-
-
 def check_options(args: argparse.Namespace) -> None:
     """Validate every option that needs no data, before anything heavy is imported, opened or written."""
-    check_numbers(args)
+    check_minimums(args, MINIMUM)
     if (args.source is None) != (args.target is None):
         raise UsageError("--source and --target go together")
     dataset_options(args.dataset_option)

@@ -14,7 +14,6 @@ requested estimator is kept unless ``--force``.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from dataclasses import replace
 from datetime import datetime, timezone
@@ -24,7 +23,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from scipy import stats as sps
 
-from benchmarks.core.options import DEFAULT_CACHE, OneLineParser, add_split_fractions
+from benchmarks.core.options import DEFAULT_CACHE, OneLineParser, add_split_fractions, check_folder, check_minimums
 from benchmarks.core.schema import ESTIMATES_DIR
 from benchmarks.threads import configure_openmp
 from datasets.core.files import atomic_write
@@ -119,26 +118,13 @@ def parser() -> argparse.ArgumentParser:
 
 def check_args(args: argparse.Namespace) -> None:
     """Every option that needs no data; ``ValueError`` with a one-line message."""
-    for option, values, low in (
-        ("--seeds", args.seeds, 0),
-        ("--few-shot", args.few_shot, 0),
-        ("--steps", [args.steps], 1),
-        ("--threads", [args.threads], 1),
-        ("--stride", [args.stride], 1),
-    ):
-        for v in values or []:
-            if v is not None and v < low:
-                raise ValueError(f"{option} {v}: must be >= {low}")
+    check_minimums(args, {"seeds": 0, "few_shot": 0, "steps": 1, "threads": 1, "stride": 1})
     if (args.source is None) != (args.target is None):
         raise ValueError("--source and --target go together")
     if args.data_root is not None and not args.data_root.is_dir():
         raise ValueError(f"--data-root {args.data_root}: no such folder")
-    for option, folder in (("--out", args.out), ("--cache-dir", args.cache_dir)):
-        if folder.exists() and not folder.is_dir():
-            raise ValueError(f"{option} {folder}: exists and is not a folder")
-        parent = next(p for p in [folder, *folder.resolve().parents] if p.exists())
-        if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
-            raise ValueError(f"{option} {folder}: not writable ({parent})")
+    check_folder("--out", args.out)
+    check_folder("--cache-dir", args.cache_dir)
 
 
 def estimator_names(requested: list[str]) -> list[str]:
@@ -275,7 +261,6 @@ def run(args: argparse.Namespace) -> int:
 
     from benchmarks.core.device import DeviceError, resolve_device
     from benchmarks.data import open_suite_data
-    from benchmarks.grid import UsageError
     from benchmarks.suite import SuiteError
     from benchmarks.summary import interpreter
     from benchmarks.threads import threads_per_cell
@@ -296,7 +281,6 @@ def run(args: argparse.Namespace) -> int:
         cells = finetune_cells(suite, data, threads)
     except (
         ValueError,
-        UsageError,
         SuiteError,
         DataError,
         DeviceError,

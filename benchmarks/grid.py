@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 import yaml
 
+from benchmarks.core.options import UsageError
 from benchmarks.threads import DEFAULT_THREADS
 
 if TYPE_CHECKING:
@@ -23,10 +24,6 @@ if TYPE_CHECKING:
     from benchmarks.data import OpenDataset
     from benchmarks.suite import Suite
     from datasets.base import Task
-
-
-class UsageError(ValueError):
-    """A command-line option is invalid."""
 
 
 def parse_value(text: str) -> object:

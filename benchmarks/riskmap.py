@@ -38,7 +38,12 @@ from benchmarks.backbones import build_backbone  # noqa: E402
 from benchmarks.cell import fine_tune, model_path, save_model  # noqa: E402
 from benchmarks.config import Cell  # noqa: E402
 from benchmarks.core.device import DeviceError, resolve_device  # noqa: E402
-from benchmarks.core.options import DEFAULT_CACHE, OneLineParser, add_split_fractions  # noqa: E402
+from benchmarks.core.options import (  # noqa: E402
+    DEFAULT_CACHE,
+    OneLineParser,
+    add_split_fractions,
+    check_minimums,
+)
 from benchmarks.data import OpenDataset, open_suite_data  # noqa: E402
 from benchmarks.estimate import RISK_THRESHOLD, finetune_cells, subject_map_scores  # noqa: E402
 from benchmarks.grid import apply_settings  # noqa: E402
@@ -214,17 +219,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--device", default="auto")
     args = p.parse_args(argv)
     try:
-        for option, value, low in (
-            ("--slices", args.slices, 1),
-            ("--stride", args.stride, 1),
-            ("--seed", args.seed, 0),
-        ):
-            if value < low:
-                raise ValueError(f"{option} {value}: must be >= {low}")
-        if args.few_shot is not None and args.few_shot < 0:
-            raise ValueError(f"--few-shot {args.few_shot}: must be >= 0")
-        if args.steps is not None and args.steps < 1:
-            raise ValueError(f"--steps {args.steps}: must be >= 1")
+        check_minimums(args, {"slices": 1, "stride": 1, "seed": 0, "few_shot": 0, "steps": 1})
         if args.out.suffix not in ("", *SUFFIXES):
             raise ValueError(f"--out {args.out}: give a .png or .pdf path (both are written)")
         suite = load_suite(args.suite)

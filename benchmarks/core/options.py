@@ -1,11 +1,12 @@
 """What every command-line tool of ntbench shares: the default cache folder, one-line argument errors, the
-``--split-fractions`` option and the verdicts' equivalence margin."""
+option checks that need no data, the ``--split-fractions`` option and the verdicts' equivalence margin."""
 
 from __future__ import annotations
 
 import argparse
 import math
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -14,11 +15,41 @@ from datasets.core.fractions import check_fractions
 DEFAULT_CACHE = Path(os.environ.get("NTBENCH_CACHE", Path.home() / ".cache" / "ntbench"))
 
 
+class UsageError(ValueError):
+    """A command-line option is invalid."""
+
+
 class OneLineParser(argparse.ArgumentParser):
     """argparse whose errors are one line on stderr (``error: ...``) and exit status 2."""
 
     def error(self, message: str) -> NoReturn:
         self.exit(2, f"error: {message} (see --help)\n")
+
+
+def flag(dest: str) -> str:
+    """argparse dest -> its command-line spelling (``few_shot`` -> ``--few-shot``)."""
+    return "--" + dest.replace("_", "-")
+
+
+def check_minimums(args: argparse.Namespace, minimum: Mapping[str, int | float]) -> None:
+    """Each numeric option named in ``minimum`` (argparse dest -> smallest allowed value), list options element-wise;
+    ``UsageError`` on the first one below."""
+    for dest, low in minimum.items():
+        value = getattr(args, dest, None)
+        for v in value if isinstance(value, list) else [value]:
+            if v is not None and v < low:
+                raise UsageError(f"{flag(dest)} {v}: must be >= {low}")
+
+
+def check_folder(option: str, folder: Path) -> None:
+    """Fail early if ``folder`` cannot be created or written, without creating anything."""
+    if folder.exists() and not folder.is_dir():
+        raise UsageError(f"{option} {folder}: exists and is not a folder")
+    parent = next(p for p in [folder, *folder.resolve().parents] if p.exists())
+    if not parent.is_dir():
+        raise UsageError(f"{option} {folder}: {parent} is a file, not a folder")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise UsageError(f"{option} {folder}: not writable ({parent} is read-only)")
 
 
 class _SplitFractions(argparse.Action):
