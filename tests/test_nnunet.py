@@ -180,6 +180,7 @@ def test_export_split_fractions_move_subjects_to_val(world: dict, tmp_path: Path
     [
         (["--id", "1000"], "--id"),
         (["--few-shot", "99"], "--few-shot"),
+        (["--few-shot", "-1"], "--few-shot -1: must be >= 0"),
         (["--task", "t2-XX"], "--task"),
         (["--id", "x"], "--id"),
         (["--dataset", "nope"], "dataset"),
@@ -358,16 +359,22 @@ def test_import_truth_as_predictions_scores_dice_1(world: dict, tmp_path: Path) 
     assert len(rows) == 2 * len(world["data"].task_ids(world["data"].task(TASK), "test"))
 
 
-def test_import_missing_prediction_exit_2_nothing_written(world: dict, tmp_path: Path, capsys) -> None:
+@pytest.mark.parametrize(
+    ("drop", "extra", "message"), [(True, [], "--predictions"), (False, ["--steps", "0"], "--steps 0: must be >= 1")]
+)
+def test_import_bad_input_exit_2_nothing_written(
+    world: dict, tmp_path: Path, capsys, drop: bool, extra: list[str], message: str
+) -> None:
     from benchmarks.interop.import_predictions import main as import_main
 
     preds = tmp_path / "preds"
     shutil.copytree(world["raw"] / DATASET / "labelsTs", preds)
-    next(preds.iterdir()).unlink()
+    if drop:  # one subject's prediction missing
+        next(preds.iterdir()).unlink()
     args = ["--predictions", str(preds), "--task", TASK, "--suite", "phantom", "--data-root", str(world["data_root"])]
-    assert import_main([*args, "--out", str(tmp_path / "out"), "--cache-dir", str(world["cache"])]) == 2
+    assert import_main([*args, *extra, "--out", str(tmp_path / "out"), "--cache-dir", str(world["cache"])]) == 2
     err = capsys.readouterr().err.strip()
-    assert "--predictions" in err and len(err.splitlines()) == 1 and not (tmp_path / "out").exists()
+    assert message in err and len(err.splitlines()) == 1 and not (tmp_path / "out").exists()
 
 
 # --- opt-in: a real nnUNetTrainer run ----------------------------------------------------------------

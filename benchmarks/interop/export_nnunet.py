@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 import nibabel as nib
 import numpy as np
 
-from benchmarks.core.options import DEFAULT_CACHE, OneLineParser, add_split_fractions
+from benchmarks.core.options import DEFAULT_CACHE, OneLineParser, UsageError, add_split_fractions, check_minimums
 from benchmarks.threads import configure_openmp
 from datasets import io as dio
 from datasets.base import DataError, Subject, Task
@@ -135,8 +135,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if not 1 <= args.id <= 999:
             raise DataError(f"--id {args.id}: nnU-Net dataset ids are 1..999")
-        if args.few_shot < 0:
-            raise DataError(f"--few-shot {args.few_shot} must be >= 0 (0 = all training subjects)")
+        check_minimums(args, {"few_shot": 0})
         if args.out.exists() and not args.out.is_dir():
             raise DataError(f"--out {args.out}: not a folder")
         options = {}
@@ -159,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
         clash = sorted(args.out.glob(f"Dataset{args.id:03d}_*")) if args.out.is_dir() else []
         if clash:
             raise DataError(f"--id {args.id}: {clash[0]} exists (remove it or choose another id)")
-    except (DataError, UnknownNameError) as exc:
+    except (DataError, UnknownNameError, UsageError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     description = (

@@ -21,7 +21,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from benchmarks.core.options import DEFAULT_CACHE, OneLineParser, add_split_fractions
+from benchmarks.core.options import DEFAULT_CACHE, OneLineParser, UsageError, add_split_fractions, check_minimums
 from benchmarks.threads import configure_openmp
 
 if TYPE_CHECKING:
@@ -114,8 +114,7 @@ def main(argv: list[str] | None = None) -> int:
     start = time.time()
     try:
         suite = load_suite(args.suite)
-        if args.steps is not None and args.steps < 1:
-            raise PredictionsError(f"--steps {args.steps} must be >= 1")
+        check_minimums(args, {"steps": 1})
         identity = {k: v for k, v in (("dataset", args.dataset), ("backbone", args.backbone)) if v}
         suite = apply_settings(replace(suite, **identity), args)  # --steps: a smoke run, as the runner's
         if not args.predictions.is_dir():
@@ -127,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
         rows = score(data, task, args.predictions, suite.budget.size)
         store = Store(args.out)
         store.check_writable()
-    except (PredictionsError, DataError, SuiteError, StoreError, UnknownNameError) as exc:
+    except (PredictionsError, DataError, SuiteError, StoreError, UnknownNameError, UsageError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     used = {f"{sid}{FILE_ENDING}" for sid in data.task_ids(task, "test")}
