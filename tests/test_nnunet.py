@@ -181,6 +181,7 @@ def test_export_split_fractions_move_subjects_to_val(world: dict, tmp_path: Path
         (["--id", "1000"], "--id"),
         (["--few-shot", "99"], "--few-shot"),
         (["--few-shot", "-1"], "--few-shot -1: must be >= 0"),
+        (["--out", __file__], "exists and is not a folder"),
         (["--task", "t2-XX"], "--task"),
         (["--id", "x"], "--id"),
         (["--dataset", "nope"], "dataset"),

@@ -24,7 +24,14 @@ from typing import TYPE_CHECKING
 import nibabel as nib
 import numpy as np
 
-from benchmarks.core.options import DEFAULT_CACHE, OneLineParser, UsageError, add_split_fractions, check_minimums
+from benchmarks.core.options import (
+    DEFAULT_CACHE,
+    OneLineParser,
+    UsageError,
+    add_split_fractions,
+    check_folder,
+    check_minimums,
+)
 from benchmarks.threads import configure_openmp
 from datasets import io as dio
 from datasets.base import DataError, Subject, Task
@@ -136,8 +143,7 @@ def main(argv: list[str] | None = None) -> int:
         if not 1 <= args.id <= 999:
             raise DataError(f"--id {args.id}: nnU-Net dataset ids are 1..999")
         check_minimums(args, {"few_shot": 0})
-        if args.out.exists() and not args.out.is_dir():
-            raise DataError(f"--out {args.out}: not a folder")
+        check_folder("--out", args.out)
         options = {}
         for spec in args.dataset_option:
             key, sep, value = spec.partition("=")
