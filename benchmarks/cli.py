@@ -54,6 +54,7 @@ CALIBRATE_FROM_STEPS = 200  # a run this long gets a calibrated time estimate at
 # element-wise. A new numeric option is validated by adding its entry here.
 MINIMUM: dict[str, int | float] = {
     "seeds": 0,
+    "source_seed": -1,
     "few_shot": 0,
     "steps": 1,
     "tune": 1,
@@ -87,6 +88,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--checkpoint", type=Path, help="initial weights of the backbone (state dict) instead of random init"
     )
     p.add_argument("--seeds", type=int, nargs="+", help="seeds, >= 0 (overrides the suite's)")
+    p.add_argument(
+        "--source-seed",
+        type=int,
+        metavar="N",
+        help="fine-tune one source model (that of seed N) in every seed; -1: one source model per seed "
+        "(default: the suite's, else -1)",
+    )
     p.add_argument("--few-shot", type=int, nargs="+", metavar="K", help="target training subjects; 0 = all")
     add_split_fractions(p, "the suite's, else 0.6 0.2 0.2")
     p.add_argument("--steps", type=int, help="override every phase's step budget (smoke runs)")

@@ -58,6 +58,11 @@ class Cell:
         return bool(self.source_task) and not is_nnunet_checkpoint(self.checkpoint)
 
     @property
+    def source_model_seed(self) -> int:
+        """The seed the source model is trained with: ``source_seed`` when one model is shared, else the cell's."""
+        return self.source_seed if self.source_seed >= 0 else self.seed
+
+    @property
     def method_version(self) -> int:
         """The registered method's ``version``; a method not registered here (imported predictions) counts as 1."""
         from methods import METHODS
@@ -86,6 +91,7 @@ class Cell:
         d.update({s.attribute: s.value(self) for s in SETTINGS if s.holder == "property" and s.key != NEVER})
         if not self.source_task:
             d["budget"]["source_steps"] = 0
+            d["source_seed"] = -1  # scratch has no source model: its key is the same whatever the suite shares
         parts = [(d, KEY_STABLE_DEFAULTS["cell"]), (d["budget"], KEY_STABLE_DEFAULTS["budget"])]
         parts.append((d["method_params"], self._method_stable_defaults()))
         for part, defaults in parts:

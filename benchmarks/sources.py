@@ -1,4 +1,4 @@
-"""Source pretraining, cached as one checkpoint per (source task, backbone, seed, budget)."""
+"""Source pretraining, cached as one checkpoint per (source task, backbone, source model seed, budget)."""
 
 from __future__ import annotations
 
@@ -42,7 +42,7 @@ def source_key(cell: Cell) -> str:
         cell.dataset_options,
         cell.source_task,
         cell.backbone,
-        cell.seed,
+        cell.source_model_seed,  # a shared source model (source_seed) is the model of that seed
         cell.split_seed,
         b,
         cell.fingerprint,
@@ -98,17 +98,17 @@ def source_model(
         if not path.exists():
             for stale in path.parent.glob(f".{path.stem}-*.tmp") if locked else []:  # held: its writer is dead
                 stale.unlink()
-            seed_all(cell.seed, "source-init")
+            seed_all(cell.source_model_seed, "source-init")
             model = build_backbone(cell.backbone, 1, task.num_classes, cell.checkpoint or None, size=cell.budget.size)
             slices = data.slices(task, data.task_ids(task, "train"))
             report.begin("source training", cell.budget.source_steps)
             train(
                 model,
-                SliceDataset(slices, augment=cell.budget.augment, seed=cell.seed),
+                SliceDataset(slices, augment=cell.budget.augment, seed=cell.source_model_seed),
                 cell.budget.source_steps,
                 cell.budget,
                 device,
-                seed=cell.seed,
+                seed=cell.source_model_seed,
                 desc=f"source {task}",
             )
             with atomic_write(path, prefix=f".{path.stem}-") as fh:  # never visible half-written

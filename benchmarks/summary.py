@@ -12,7 +12,7 @@ import pandas as pd
 
 from benchmarks.config import Cell
 from benchmarks.core.options import DEFAULT_MARGIN
-from benchmarks.core.settings import same_setting
+from benchmarks.core.settings import SETTINGS, same_setting
 from leaderboard.stats import MIN_SEEDS
 from leaderboard.store import variant_names, with_run_defaults
 
@@ -21,6 +21,9 @@ CONTROLS = ("finetune", "scratch")
 # one are another setting and stay out of this run's table (benchmarks.core.settings.same_setting). A missing
 # value (a row written before its column existed) matches, as in the leaderboard.
 SAME_SETTING = same_setting()
+# Settings only transferred cells have (source steps, a shared source model): the run's transferred rows fix them,
+# scratch rows match any value.
+TRANSFER_ONLY = tuple(s.name for s in SETTINGS if s.transfer_only and s.column)
 
 
 def _label(variant: str, tuned: float, lr: float) -> str:
@@ -35,11 +38,13 @@ def _blocks(cells: list[Cell]) -> list[tuple[str, str, int]]:
 
 
 def _run_settings(cells: list[Cell]) -> dict[str, set]:
-    """Per ``SAME_SETTING`` column, the values this run's cells write."""
+    """Per ``SAME_SETTING`` column, the values this run's cells write; per ``TRANSFER_ONLY`` one, its transferred
+    cells'."""
     from benchmarks.cell import setting_columns  # torch: loaded already where a run ends
 
-    settings = [setting_columns(c) for c in cells]
-    return {column: {s[column] for s in settings} for column in SAME_SETTING}
+    settings = [(c, setting_columns(c)) for c in cells]
+    fixed = {column: {s[column] for _, s in settings} for column in SAME_SETTING}
+    return fixed | {column: {s[column] for c, s in settings if c.source_task} for column in TRANSFER_ONLY}
 
 
 def _rows_of(
@@ -50,6 +55,8 @@ def _rows_of(
     same &= rows["dataset"].isin({c.dataset for c in cells}) & rows["backbone"].isin({c.backbone for c in cells})
     for column in (c for c in SAME_SETTING if c in rows.columns):
         same &= rows[column].isna() | rows[column].isin(settings[column])
+    for column in (c for c in TRANSFER_ONLY if c in rows.columns):
+        same &= rows[column].isna() | (rows["source_task"] == "") | rows[column].isin(settings[column])
     return same & (rows["split"] == "test")  # tuning trials score the validation subjects: never in this table
 
 

@@ -41,6 +41,7 @@ BAD: dict[str, tuple[list[str], str]] = {
     "backbone": (["--backbone", "resnet999"], "unknown backbone 'resnet999'"),
     "checkpoint": (["--checkpoint", "/nonexistent/w.pt"], "--checkpoint /nonexistent/w.pt: no such file"),
     "seeds": (["--seeds", "0", "-1"], "--seeds -1: must be >= 0"),
+    "source_seed": (["--source-seed", "-2"], "--source-seed -2: must be >= -1"),
     "few_shot": (["--few-shot", "-1"], "--few-shot -1: must be >= 0"),
     "split_fractions": (["--split-fractions", "0.8", "0.2", "0"], "--split-fractions 0.8 0.2 0.0: must be three"),
     "steps": (["--steps", "0"], "--steps 0: must be >= 1"),

@@ -28,6 +28,7 @@ DERIVED = {
 USES = {
     ("benchmarks/summary.py", frozenset({"tuned_trials", "lr"})),  # the summary's table rows: variant, tuning, lr
     ("benchmarks/grid.py", frozenset({"fingerprint", "checkpoint"})),  # cell_identity: the two values it computes
+    ("benchmarks/cli.py", frozenset({"threads", "source_seed"})),  # MINIMUM: the smallest value of each option
     ("methods/l2sp.py", frozenset({"lr", "weight_decay"})),  # a torch optimiser parameter group
     # estimator rows repeat three setting columns (work in progress there; benchmarks.cell.setting_columns has them)
     ("benchmarks/estimate.py", frozenset({"target_steps", "data_fingerprint", "smoke"})),

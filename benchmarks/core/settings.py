@@ -52,7 +52,7 @@ class Setting:
     before: Any = None  # the value of rows (and keys) written before it existed; None: unknown
     separates: bool = True  # a different value is another setting (False: provenance or tuning bookkeeping)
     tuned: bool = False  # the tuner may choose it: a tuned cell's value is its study's, not the setting's
-    transfer_only: bool = False  # only transferred cells have it (scratch: 0), so scratch rows join every value
+    transfer_only: bool = False  # only transferred cells have it (scratch: 0 or -1), so scratch rows join every value
 
     @property
     def attribute(self) -> str:
@@ -70,6 +70,13 @@ class Setting:
 
 def _json(value: Any) -> str:
     return json.dumps(value, sort_keys=True)
+
+
+def check_source_seed(value: Any) -> int:
+    """A suite's ``source_seed``: an integer >= -1 (``ValueError`` otherwise)."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < -1:
+        raise ValueError(f"{value!r}: must be an integer >= 0, or -1 for one source model per seed")
+    return value
 
 
 # fmt: off
@@ -113,6 +120,12 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "dataset_options", str, {}, "the dataset adapter's options", "cell", attr_type=dict[str, Any], in_suite=True,
         flag="--dataset-option", source_key=True, column=SETTING, stored=lambda cell: _json(cell.dataset_options),
+    ),
+    Setting(
+        "source_seed", int, -1, "seed of the source model: -1 = the cell's seed (one source model per seed); N >= 0 = "
+        "the one source model of seed N, fine-tuned by every seed (docs/design.md §Settings)", "cell", in_suite=True,
+        check=check_source_seed, flag="--source-seed", key=ADDED, column=SETTING,
+        stored=lambda cell: cell.source_seed if cell.pretrains_source else -1, before=-1, transfer_only=True,
     ),
     Setting(
         "data_fingerprint", str, "", "hash of the split's subject ids and of the --checkpoint file's bytes", "cell",

@@ -186,6 +186,8 @@ def summarise(monkeypatch: pytest.MonkeyPatch) -> Callable[..., str]:
     def summarise(store: Path, smoke: bool = False, margin: float = 0.02) -> str:
         rows = load_store(store)
         setting = {c: set(rows[c].dropna()) for c in benchmarks.summary.SAME_SETTING if c in rows.columns}
+        moved = rows[rows["source_task"] != ""]
+        setting |= {c: set(moved[c].dropna()) for c in benchmarks.summary.TRANSFER_ONLY if c in rows.columns}
         monkeypatch.setattr(benchmarks.summary, "_run_settings", lambda cells: setting)
         cells = [
             SimpleNamespace(
