@@ -12,7 +12,7 @@ import pandas as pd
 
 from benchmarks.config import Cell
 from benchmarks.core.options import DEFAULT_MARGIN
-from benchmarks.core.settings import SETTINGS, same_setting
+from benchmarks.core.settings import same_setting, transfer_only
 from leaderboard.stats import MIN_SEEDS
 from leaderboard.store import variant_names, with_run_defaults
 
@@ -23,7 +23,7 @@ CONTROLS = ("finetune", "scratch")
 SAME_SETTING = same_setting()
 # Settings only transferred cells have (source steps, a shared source model): the run's transferred rows fix them,
 # scratch rows match any value.
-TRANSFER_ONLY = tuple(s.name for s in SETTINGS if s.transfer_only and s.column)
+TRANSFER_ONLY = transfer_only()
 
 
 def _label(variant: str, tuned: float, lr: float) -> str:

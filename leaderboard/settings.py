@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from benchmarks.core.settings import IDENTITY_SETTINGS, REQUIRED, SETTING, SETTINGS, leaderboard_settings
+from benchmarks.core.settings import IDENTITY_SETTINGS, REQUIRED, SETTING, SETTINGS, leaderboard_settings, transfer_only
 from leaderboard.errors import LeaderboardError
 
 # Identity of a setting, in label order (docs/design.md §Statistics): the cell's identity columns and every stored
@@ -25,7 +25,7 @@ UNKNOWN = "?"
 # it needs optuna). In a tuned cell these are the method's choice, so they do not separate settings.
 TUNED_COLUMNS = tuple(s.name for s in SETTINGS if s.tuned)
 # Settings only transferred cells have (scratch: 0): scratch rows join a transfer setting whatever their value.
-TRANSFER_ONLY = [s.name for s in SETTINGS if s.transfer_only]
+TRANSFER_ONLY = list(transfer_only())
 TUNED = "tuned"
 
 

@@ -221,6 +221,11 @@ def same_setting(spec: tuple[Setting, ...] | None = None) -> tuple[str, ...]:
     return tuple(s.name for s in stored_settings(spec) if s.separates and not s.tuned and not s.transfer_only)
 
 
+def transfer_only(spec: tuple[Setting, ...] | None = None) -> tuple[str, ...]:
+    """The stored settings only transferred cells have (scratch holds 0 or -1): scratch rows match any value."""
+    return tuple(s.name for s in stored_settings(spec) if s.transfer_only)
+
+
 def key_stable_defaults(spec: tuple[Setting, ...] | None = None) -> dict[str, dict[str, Any]]:
     """Per part of the cell key (``cell``, ``budget``): the fields hashed only when not at this value."""
     spec = SETTINGS if spec is None else spec
