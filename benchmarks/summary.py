@@ -138,8 +138,10 @@ def _verdict(sub: pd.DataFrame, verdicts: Verdicts, transfer: str, margin: float
         pair = same_kind[same_kind["label"].isin([best, labels[0]]) & (same_kind["source_task"] != "")]
         keys = set(pair["cell_key"])  # the transfer's cells: scratch's join every setting they match
         parts.append(_comparison(verdicts, keys, best_variant, control, transfer, margin))
-    if best_variant == "scratch":
-        parts.append("no transferred model beat training from scratch (negative transfer, if it holds over seeds)")
+    if best_variant == "scratch":  # no transferred model beat scratch: each one's row against it (negative transfer?)
+        for variant in sorted(set(same_kind.loc[same_kind["source_task"] != "", "variant"])):
+            keys = set(same_kind.loc[same_kind["variant"] == variant, "cell_key"])  # scratch's rows join its setting
+            parts.append(f"{variant} {_comparison(verdicts, keys, variant, 'scratch', transfer, margin)}")
     return f"  best: {best} (Dice {means[best]:.3f}): {'; '.join(parts)}"
 
 

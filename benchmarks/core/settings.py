@@ -170,7 +170,8 @@ SETTINGS: tuple[Setting, ...] = (
         before="[]", separates=False,
     ),
     Setting(
-        "target_lr", float, None, "the target phase's learning rate when tuned (benchmarks/tune.py); None = lr",
+        "target_lr", float, None, "the target phase's learning rate (a suite's fine-tuning budget, or a tuned cell's:"
+        " benchmarks/tune.py); None = lr",
         "budget", attr_type=float | None, key=ADDED,
     ),
     Setting(
