@@ -117,6 +117,7 @@ def _verdict(sub: pd.DataFrame, verdicts: Verdicts, transfer: str, margin: float
     """``best: X (Dice m): +d vs finetune [CI; verdict], +d vs scratch [CI; verdict]`` for one transfer.
 
     Each control is the one of the best's kind (tuned, or not): tuned and untuned rows are separate settings.
+    Where scratch is best, each transferred method's row against scratch follows (``finetune -d vs scratch``).
     """
     ok = sub[sub["status"] == "ok"]
     if ok.empty:
