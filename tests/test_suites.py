@@ -1,5 +1,6 @@
 """Every built-in suite loads, names only registered methods and backbones, and is named after its file; the
-default suite's fine-tuning budget is what the README and docs/design.md §Testbed pre-registered."""
+default suite's fine-tuning budget is what the README and docs/design.md §Testbed pre-registered, and the suites
+that build on it (nt-dial-ft, default-tuned) repeat it: suite files have no inheritance, so this test is the guard."""
 
 from __future__ import annotations
 
@@ -25,5 +26,7 @@ def test_default_suite_is_the_preregistered_fine_tuning_budget() -> None:
     assert suite.seeds == [0, 1, 2, 3, 4] and suite.source_seed == 0 and suite.few_shot == [3]
     b = suite.budget
     assert (b.source_steps, b.lr, b.target_steps, b.target_lr) == (1500, 3e-3, 200, 5e-5)
-    dial = load_suite("nt-dial-ft")  # the dose-response runs the default's budget and source model
-    assert dial.budget == b and dial.source_seed == suite.source_seed and dial.seeds == suite.seeds
+    for name in ("nt-dial-ft", "default-tuned"):  # the dose-response and the tuned check copy the default's setup
+        other = load_suite(name)
+        assert other.budget == b and other.source_seed == suite.source_seed and other.seeds == suite.seeds
+        assert set(other.transfers) <= {(s, f"*-cc{p}-WT") for s, _ in suite.transfers for p in (0, 25, 50, 75, 100)}
